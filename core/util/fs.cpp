@@ -1,0 +1,61 @@
+#include "core/util/fs.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/util/error.h"
+
+namespace fedsplit {
+
+namespace sfs = std::filesystem;
+
+void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  try {
+    write(tmp);
+  } catch (...) {
+    std::error_code ec;
+    sfs::remove(tmp, ec);
+    throw;
+  }
+  std::error_code ec;
+  sfs::rename(tmp, path, ec);
+  if (ec) {
+    sfs::remove(tmp, ec);
+    throw IoError("cannot move " + tmp + " into place as " + path + ": " + ec.message());
+  }
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  write_atomically(path, [&](const std::string& tmp) {
+    std::ofstream out(tmp, std::ios::binary);
+    if (!out) throw IoError("cannot write " + tmp + ": check the directory exists and is writable");
+    out << text;
+    out.close();
+    if (!out) throw IoError("failed writing " + tmp + " (disk full?)");
+  });
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("cannot read " + path + ": file missing or not readable");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void make_dirs(const std::string& path) {
+  std::error_code ec;
+  sfs::create_directories(path, ec);
+  if (ec) throw IoError("cannot create directory " + path + ": " + ec.message());
+}
+
+bool path_exists(const std::string& path) {
+  std::error_code ec;
+  return sfs::exists(path, ec);
+}
+
+}  // namespace fedsplit

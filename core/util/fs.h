@@ -1,0 +1,24 @@
+// File-system helpers: nothing a user saved is half-written, so every output goes to a temporary
+// name in the same directory and is renamed into place once complete.
+#pragma once
+#include <functional>
+#include <string>
+
+namespace fedsplit {
+
+/// Calls `write(tmp_path)` and, if it returns without throwing, renames tmp_path to `path`.
+/// On failure the temporary file is removed and `path` is left as it was.
+void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
+
+/// Writes `text` to `path` atomically.
+void write_text_atomically(const std::string& path, const std::string& text);
+
+/// Reads a whole file; throws IoError naming the path if it cannot.
+std::string read_file(const std::string& path);
+
+/// Creates a directory and its parents; throws IoError if it cannot.
+void make_dirs(const std::string& path);
+
+bool path_exists(const std::string& path);
+
+}  // namespace fedsplit

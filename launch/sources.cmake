@@ -1,0 +1,2 @@
+set(LAUNCH_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/main.cpp)

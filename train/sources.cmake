@@ -1,0 +1,1 @@
+set(TRAIN_SOURCES ${CMAKE_CURRENT_LIST_DIR}/placeholder.cpp)
