@@ -1,0 +1,2 @@
+list(APPEND CORE_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/recipe.cpp)
