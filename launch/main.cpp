@@ -1,14 +1,52 @@
-// The fedsplit executable: parses the subcommand, dispatches to the libraries, prints one line on error.
+// The fedsplit executable: dispatches subcommands to the libraries and prints one line on error.
 #include <iostream>
+#include <map>
 
 #include "core/util/error.h"
+#include "launch/commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: fedsplit <command> [options]
+
+commands:
+  run [RECIPE] [--section.key=value ...] [--resume]   run a recipe (the built-in quickstart without RECIPE)
+  run --help                                          every recipe key with its default and meaning
+  data prepare --corpus NAME|PATH --out FILE.h5       tokenize a corpus into an HDF5 token shard
+  tokenizer train --corpus NAME|PATH --out PREFIX     train a SentencePiece tokenizer
+  tokenizer encode --tokenizer PATH --text TEXT       print token ids
+  logits --model DIR --input IDS.safetensors --out F  fp32 logits of input_ids
+  eval --model M --data SHARD.h5                      held-out perplexity of a model
+
+Run `fedsplit <command> --help` for a command's options.
+)";
+
+}  // namespace
 
 int main(int argc, char** argv) {
+  using namespace fedsplit;
+  const std::map<std::string, int (*)(const cli::Args&)> commands = {
+      {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
+      {"eval", cli::eval}};
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::cout << kUsage;
+    return argc < 2 ? 2 : 0;
+  }
+  auto it = commands.find(argv[1]);
+  if (it == commands.end()) {
+    std::cerr << "fedsplit: unknown command '" << argv[1] << "' (run `fedsplit --help` for the list)\n";
+    return 2;
+  }
   try {
-    std::cout << "usage: fedsplit <command> [options]\n";
-    return argc > 1 ? 2 : 0;
-  } catch (const fedsplit::Error& e) {
+    return it->second(cli::Args(argv + 2, argv + argc));
+  } catch (const Error& e) {
     std::cerr << "fedsplit: " << e.what() << "\n";
     return 1;
+  } catch (const c10::Error& e) {
+    std::cerr << "fedsplit: internal error: " << e.what_without_backtrace() << "\n";
+    return 3;
+  } catch (const std::exception& e) {
+    std::cerr << "fedsplit: " << e.what() << "\n";
+    return 3;
   }
 }

@@ -1,2 +1,6 @@
 set(LAUNCH_SOURCES
-  ${CMAKE_CURRENT_LIST_DIR}/main.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/main.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_run.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_data.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_tokenizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_model.cpp)

@@ -1,0 +1,53 @@
+// fedsplit run [RECIPE] [--section.key=value ...] [--resume]
+#include <iostream>
+
+#include "core/config/recipe.h"
+#include "core/util/error.h"
+#include "core/util/log.h"
+#include "launch/commands.h"
+#include "launch/embedded_recipes.h"
+#include "train/lm_job.h"
+
+namespace fedsplit::cli {
+
+int run(const Args& args) {
+  std::string recipe_path;
+  bool resume = false, help = false;
+  std::vector<std::string> overrides;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--resume") resume = true;
+    else if (a == "--help" || a == "-h") help = true;
+    else if (a.rfind("--", 0) == 0) {
+      // Accept both --section.key=value and --section.key value.
+      if (a.find('=') == std::string::npos && i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0)
+        overrides.push_back(a + "=" + args[++i]);
+      else
+        overrides.push_back(a);
+    } else if (recipe_path.empty()) recipe_path = a;
+    else throw ConfigError("fedsplit run takes one recipe file, got '" + recipe_path + "' and '" + a + "'");
+  }
+
+  Recipe recipe;
+  LmJobOptions options;
+  bind_lm_job(recipe, options);
+  if (help) {
+    std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
+                 "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
+              << recipe.help();
+    return 0;
+  }
+  if (recipe_path.empty()) {
+    log_info("no recipe given: running the built-in quickstart (recipes/quickstart.ini)");
+    recipe.parse_text(kQuickstartRecipe, "recipes/quickstart.ini (built in)", overrides);
+  } else {
+    recipe.parse(recipe_path, overrides);
+  }
+  if (options.run.mode != "train")
+    throw ConfigError("run.mode = " + options.run.mode + " is not available in this build");
+  const TrainResult result = run_lm_job(options, recipe.to_ini(), resume);
+  log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
+  return 0;
+}
+
+}  // namespace fedsplit::cli

@@ -1,0 +1,17 @@
+// Subcommands of the fedsplit executable. Each parses its own arguments and returns an exit code;
+// errors are thrown as fedsplit::Error and printed by main as one line.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace fedsplit::cli {
+
+using Args = std::vector<std::string>;
+
+int run(const Args& args);            ///< fedsplit run [RECIPE] [--section.key=value ...] [--resume]
+int data(const Args& args);           ///< fedsplit data prepare --corpus C --out F.h5 ...
+int tokenizer(const Args& args);      ///< fedsplit tokenizer train|encode ...
+int logits(const Args& args);         ///< fedsplit logits --model DIR --input ids.safetensors --out F
+int eval(const Args& args);           ///< fedsplit eval --model M --data D
+
+}  // namespace fedsplit::cli

@@ -1,0 +1,43 @@
+// The training loop for a causal language model: AdamW with warmup + cosine, gradient clipping and
+// accumulation, bf16 autocast on CUDA, periodic held-out evaluation, checkpoints and exact resume.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+
+#include "train/options.h"
+
+namespace fedsplit {
+
+class TokenDataset;
+struct Batch;
+
+/// Where and how a run executes; filled by the launcher.
+struct RunContext {
+  std::string run_dir;           ///< holds metrics.jsonl and checkpoint.h5
+  torch::Device device = torch::kCPU;
+  std::string recipe_ini;        ///< resolved recipe, stored in checkpoints
+  std::string model_config;      ///< HF config.json text of the model, stored in checkpoints
+  bool resume = false;           ///< continue from <run_dir>/checkpoint.h5
+};
+
+struct TrainResult {
+  int64_t steps = 0;              ///< optimizer steps completed in total
+  double last_train_loss = 0;     ///< loss of the last step
+  double val_loss = 0;            ///< mean held-out token loss at the end
+  double tokens_per_second = 0;   ///< training tokens per second in this process's steps
+};
+
+/// Logits [B, T, V] for input ids [B, T].
+using LogitsFn = std::function<torch::Tensor(const torch::Tensor& input_ids)>;
+
+/// Mean next-token cross-entropy (nats per token) of `logits_fn` over `batches`, without gradients.
+double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batches, torch::Device device,
+                     bool bf16 = false);
+
+/// Trains the parameters of `model` that require gradients on `data`; `logits_fn` runs the model.
+TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
+                                 const TrainOptions& options, const RunContext& context);
+
+}  // namespace fedsplit
