@@ -50,6 +50,12 @@ std::string join_values(const std::set<std::string>& values, size_t max_shown) {
   return out;
 }
 
+std::string format_double(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
 }  // namespace
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {
@@ -99,7 +105,7 @@ TokenDataset::TokenDataset(std::vector<std::shared_ptr<const TokenShard>> shards
   if (options_.batch_size < 1)
     throw ConfigError("data batch_size must be >= 1 (got " + std::to_string(options_.batch_size) + ")");
   if (!(options_.val_fraction >= 0.0 && options_.val_fraction < 1.0))
-    throw ConfigError("data val_fraction must be in [0, 1) (got " + std::to_string(options_.val_fraction) + ")");
+    throw ConfigError("data val_fraction must be in [0, 1) (got " + format_double(options_.val_fraction) + ")");
   if (shards_.empty()) throw ConfigError("no token shards given: list at least one shard file");
   for (const auto& s : shards_) {
     if (s->vocab_size() != shards_.front()->vocab_size() || s->eos_id() != shards_.front()->eos_id())
@@ -164,7 +170,7 @@ TokenDataset::TokenDataset(std::vector<std::shared_ptr<const TokenShard>> shards
     n_val = std::max<int64_t>(1, std::llround(options_.val_fraction * static_cast<double>(n)));
   if (n_val >= n)
     throw DataError(std::to_string(n) + " selected document(s) of " + describe_sources() +
-                    " are too few to hold out val_fraction " + std::to_string(options_.val_fraction) +
+                    " are too few to hold out val_fraction " + format_double(options_.val_fraction) +
                     " and keep a train split: set val_fraction to 0 or select more documents");
   std::vector<std::pair<uint64_t, DocumentRef>> keyed;
   keyed.reserve(selected.size());
