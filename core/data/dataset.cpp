@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <set>
 #include <sstream>
@@ -297,6 +298,23 @@ std::string TokenDataset::describe_sources() const {
   for (size_t i = 0; i < shards_.size() && i < 4; ++i) out += (i ? ", " : "") + shards_[i]->path();
   if (shards_.size() > 4) out += " and " + std::to_string(shards_.size() - 4) + " more";
   return out;
+}
+
+std::string TokenDataset::fingerprint() const {
+  uint64_t h = hash_string("fedsplit-dataset-1");
+  const auto mix = [&h](uint64_t v) { h = splitmix64(h ^ v); };
+  for (const auto& s : shards_) mix(hash_string(s->content_hash()));
+  mix(static_cast<uint64_t>(options_.seq_len));
+  mix(static_cast<uint64_t>(options_.batch_size));
+  mix(options_.split_seed);
+  mix(options_.shuffle_seed);
+  for (const auto* docs : {&train_docs_, &val_docs_}) {
+    mix(docs->size());
+    for (const auto& r : *docs) mix((static_cast<uint64_t>(r.shard) << 48) ^ static_cast<uint64_t>(r.doc));
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
 }
 
 std::string TokenDataset::summary() const {

@@ -105,6 +105,10 @@ class TokenDataset {
   void check_vocab(int64_t model_vocab_size) const;
   /// One line: documents, tokens, windows and batches of each split.
   std::string summary() const;
+  /// 16 hex digits identifying what the training stream depends on (shard contents, selected
+  /// documents, seq_len, batch_size, seeds). Save it with a DataPosition: a resume that finds a
+  /// different fingerprint would not continue the same stream.
+  std::string fingerprint() const;
 
  private:
   int64_t windows(int64_t tokens) const { return tokens > options_.seq_len ? (tokens - 1) / options_.seq_len : 0; }

@@ -162,6 +162,8 @@ TEST_F(Dataset, SameSeedSameBatchesAndResumeIsBitwise) {
   other.shuffle_seed = 3;
   TokenDataset c({g_shard}, other);
   EXPECT_FALSE(same(c.next_batch(), run[0]));
+  EXPECT_EQ(a.fingerprint(), b.fingerprint());
+  EXPECT_NE(a.fingerprint(), c.fingerprint());
   EXPECT_THROW(a.seek({0, per_epoch}), DataError);
   EXPECT_THROW(a.seek({-1, 0}), DataError);
 }

@@ -45,8 +45,14 @@ std::set<std::string> values_of(const std::vector<Document>& docs, const std::st
   return values;
 }
 
-void expect_non_empty(const std::vector<Document>& docs) {
-  for (const auto& d : docs) ASSERT_FALSE(d.text.empty());
+// Checks that no document is empty and prints the corpus's size for the record.
+void expect_non_empty(const std::string& name, const std::vector<Document>& docs) {
+  size_t bytes = 0;
+  for (const auto& d : docs) {
+    ASSERT_FALSE(d.text.empty());
+    bytes += d.text.size();
+  }
+  std::cerr << name << ": " << docs.size() << " documents, " << bytes << " bytes of text\n";
 }
 
 }  // namespace
@@ -67,7 +73,7 @@ TEST(NpmCorpora, Sotu) {
   EXPECT_TRUE(values_of(docs, "president").count("Abraham Lincoln"));
   EXPECT_TRUE(values_of(docs, "party").count("Republican"));
   EXPECT_EQ(docs.front().text.rfind("Fellow-Citizens", 0), 0u);
-  expect_non_empty(docs);
+  expect_non_empty("sotu", docs);
 }
 
 TEST(NpmCorpora, MobyDick) {
@@ -78,7 +84,7 @@ TEST(NpmCorpora, MobyDick) {
   EXPECT_EQ(docs[3].meta.at("title"), "Loomings.");
   EXPECT_EQ(docs[3].text.rfind("Call me Ishmael.", 0), 0u);
   EXPECT_EQ(docs.back().meta.at("chapter"), "Epilogue");
-  expect_non_empty(docs);
+  expect_non_empty("moby-dick", docs);
 }
 
 TEST(NpmCorpora, Brown) {
@@ -90,7 +96,7 @@ TEST(NpmCorpora, Brown) {
   EXPECT_EQ(docs.front().meta.at("genre"), "news");
   EXPECT_EQ(docs.front().text.rfind("The Fulton County Grand Jury said Friday an investigation", 0), 0u);
   EXPECT_EQ(docs.front().text.find("/at"), std::string::npos);  // tags are gone
-  expect_non_empty(docs);
+  expect_non_empty("brown", docs);
 }
 
 TEST(NpmCorpora, SpamAssassin) {
@@ -109,7 +115,7 @@ TEST(NpmCorpora, SpamAssassin) {
   EXPECT_NEAR(static_cast<double>(spam), 1896.0, 20.0);
   EXPECT_GT(with_sender, docs.size() * 9 / 10);
   EXPECT_EQ(docs.front().text.find("Received:"), std::string::npos);  // headers dropped by default
-  expect_non_empty(docs);
+  expect_non_empty("spam", docs);
 }
 
 // The whole path on a real corpus: SOTU -> shard (byte tokenizer) -> dataset filtered to one president.
