@@ -34,6 +34,10 @@ std::unique_ptr<Tokenizer> resolve_tokenizer(const DataOptions& options);
 /// tokenized with `tokenizer` (prepared on first use).
 std::vector<std::string> resolve_shards(const DataOptions& options, const Tokenizer& tokenizer);
 
+/// Trains a SentencePiece tokenizer on the text of `corpora`: writes <prefix>.model and .vocab.
+void train_corpus_tokenizer(const std::vector<std::string>& corpora, int64_t vocab_size, const std::string& prefix,
+                            const std::string& cache_dir);
+
 /// Prepares one corpus into `out` (as `fedsplit data prepare` does).
 void prepare_corpus(const std::string& corpus, const Tokenizer& tokenizer, const std::string& out,
                     const std::string& cache_dir, bool overwrite);

@@ -1,0 +1,89 @@
+// Training throughput of a GPT-2-shaped Decoder on random tokens: forward, backward, clip, AdamW.
+// Prints one JSON line; bench/run compares it with bench/train_throughput.py (PyTorch eager).
+#include <torch/torch.h>
+
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "core/model/decoder.h"
+#include "core/util/compat.h"
+#include "train/adamw.h"
+
+using namespace fedsplit;
+
+int main(int argc, char** argv) {
+  int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2;
+  std::string device_name = "cpu";
+  bool bf16 = false;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i];
+    const std::string v = argv[i + 1];
+    if (k == "--layers") layers = std::stoll(v);
+    else if (k == "--d") d = std::stoll(v);
+    else if (k == "--heads") heads = std::stoll(v);
+    else if (k == "--T") T = std::stoll(v);
+    else if (k == "--B") B = std::stoll(v);
+    else if (k == "--vocab") vocab = std::stoll(v);
+    else if (k == "--steps") steps = std::stoll(v);
+    else if (k == "--threads") threads = std::stoll(v);
+    else if (k == "--device") device_name = v;
+    else if (k == "--bf16") bf16 = v == "1";
+    else {
+      std::cerr << "unknown flag " << k << "\n";
+      return 2;
+    }
+  }
+  torch::set_num_threads(static_cast<int>(threads));
+  const torch::Device device(device_name);
+  DecoderConfig c;
+  c.family = ModelFamily::gpt2;
+  c.vocab_size = vocab;
+  c.hidden_size = d;
+  c.num_layers = layers;
+  c.num_heads = c.num_kv_heads = heads;
+  c.intermediate_size = 4 * d;
+  c.max_position = T;
+  c.norm = NormKind::layer;
+  c.norm_eps = 1e-5;
+  c.positions = PositionKind::learned;
+  c.gated_mlp = false;
+  c.activation = Activation::gelu_tanh;
+  c.attn_qkv_bias = c.attn_out_bias = c.mlp_bias = true;
+  c.tie_embeddings = true;
+  Decoder model(c);
+  model->to(device);
+  model->train();
+  std::vector<std::pair<std::string, torch::Tensor>> params;
+  for (const auto& p : model->named_parameters()) params.emplace_back(p.key(), p.value());
+  AdamW opt(params, AdamWOptions{});
+  auto gen_ids = [&] { return torch::randint(0, vocab, {B, T + 1}, torch::TensorOptions().dtype(torch::kLong)).to(device); };
+  auto step = [&] {
+    auto ids = gen_ids();
+    opt.zero_grad();
+    torch::Tensor loss;
+    {
+      compat::AutocastBF16 autocast(bf16 && device.is_cuda());
+      auto logits = model->forward(ids.narrow(1, 0, T));
+      loss = torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}).to(torch::kFloat),
+                                                  ids.narrow(1, 1, T).reshape({-1}));
+    }
+    loss.backward();
+    clip_grad_norm(opt.params(), 1.0);
+    opt.step(1e-4);
+    return loss;
+  };
+  for (int64_t i = 0; i < warmup; ++i) step();
+  if (device.is_cuda()) torch::cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  torch::Tensor loss;
+  for (int64_t i = 0; i < steps; ++i) loss = step();
+  loss.item<double>();
+  if (device.is_cuda()) torch::cuda::synchronize();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json out = {{"impl", "fedsplit"}, {"tokens_per_s", B * T * steps / secs}, {"step_ms", 1e3 * secs / steps},
+                        {"params", count_parameters(model)}, {"threads", threads}, {"device", device_name},
+                        {"torch", TORCH_VERSION}};
+  std::cout << out.dump() << std::endl;
+  return 0;
+}

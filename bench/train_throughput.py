@@ -1,0 +1,84 @@
+"""PyTorch eager peer for bench_train: the same GPT-2-shaped model, batch and optimizer, in Python."""
+import argparse, json, math, time
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+p = argparse.ArgumentParser()
+for k, v in dict(layers=6, d=256, heads=8, T=256, B=8, vocab=8192, steps=10, threads=2).items():
+    p.add_argument(f"--{k}", type=int, default=v)
+p.add_argument("--device", default="cpu")
+p.add_argument("--bf16", type=int, default=0)
+p.add_argument("--compile", type=int, default=0)
+a = p.parse_args()
+torch.set_num_threads(a.threads)
+
+
+class Block(nn.Module):
+    def __init__(s, d, h):
+        super().__init__()
+        s.h = h
+        s.ln_1, s.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        s.c_attn, s.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        s.c_fc, s.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(s, x):
+        B, T, C = x.shape
+        q, k, v = s.c_attn(s.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, s.h, C // s.h).transpose(1, 2) for t in (q, k, v))
+        if hasattr(F, "scaled_dot_product_attention"):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
+            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+            y = att.softmax(-1) @ v
+        x = x + s.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + s.mlp_proj(F.gelu(s.c_fc(s.ln_2(x)), approximate="tanh"))
+
+
+class GPT(nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.wte, s.wpe = nn.Embedding(a.vocab, a.d), nn.Embedding(a.T, a.d)
+        s.h = nn.ModuleList(Block(a.d, a.heads) for _ in range(a.layers))
+        s.ln_f = nn.LayerNorm(a.d)
+
+    def forward(s, ids):
+        x = s.wte(ids) + s.wpe(torch.arange(ids.size(1), device=ids.device))
+        for b in s.h:
+            x = b(x)
+        return s.ln_f(x) @ s.wte.weight.t()
+
+
+dev = torch.device(a.device)
+model = GPT().to(dev)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+fwd = torch.compile(model) if a.compile else model
+
+
+def step():
+    ids = torch.randint(0, a.vocab, (a.B, a.T + 1), device=dev)
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(a.bf16) and dev.type == "cuda"):
+        logits = fwd(ids[:, :-1])
+        loss = F.cross_entropy(logits.float().reshape(-1, a.vocab), ids[:, 1:].reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
+
+
+for _ in range(2 if not a.compile else 5):
+    step()
+if dev.type == "cuda":
+    torch.cuda.synchronize()
+t0 = time.perf_counter()
+for _ in range(a.steps):
+    loss = step()
+loss.item()
+if dev.type == "cuda":
+    torch.cuda.synchronize()
+secs = time.perf_counter() - t0
+print(json.dumps({"impl": "pytorch-compile" if a.compile else "pytorch-eager", "tokens_per_s": a.B * a.T * a.steps / secs,
+                  "step_ms": 1e3 * secs / a.steps, "params": sum(p.numel() for p in model.parameters()),
+                  "threads": a.threads, "device": a.device, "torch": torch.__version__}))

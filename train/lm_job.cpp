@@ -1,0 +1,171 @@
+#include "train/lm_job.h"
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <thread>
+
+#include "core/config/recipe.h"
+#include "core/data/dataset.h"
+#include "core/model/hf.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/util/error.h"
+#include "core/util/fs.h"
+#include "core/util/log.h"
+#include "train/model_io.h"
+
+namespace fedsplit {
+namespace {
+
+torch::Device pick_device(const std::string& name) {
+  if (name == "cpu") return torch::kCPU;
+  if (name == "cuda") {
+    if (!torch::cuda::is_available()) throw ConfigError("run.device = cuda but no CUDA device is available: use cpu or auto");
+    return torch::kCUDA;
+  }
+  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+}
+
+DecoderConfig scratch_config(const ModelOptions& m, const Tokenizer& tokenizer) {
+  DecoderConfig c;
+  c.vocab_size = tokenizer.vocab_size();
+  c.hidden_size = m.hidden_size;
+  c.num_layers = m.layers;
+  c.num_heads = m.heads;
+  c.num_kv_heads = m.kv_heads > 0 ? m.kv_heads : m.heads;
+  c.max_position = m.max_position;
+  c.rope_theta = m.rope_theta;
+  c.tie_embeddings = m.tie_embeddings;
+  c.dropout = m.dropout;
+  c.bos_token_id = tokenizer.bos_id();
+  if (tokenizer.eos_id() >= 0) c.eos_token_ids = {tokenizer.eos_id()};
+  if (m.family == "gpt2") {
+    c.family = ModelFamily::gpt2;
+    c.norm = NormKind::layer;
+    c.norm_eps = 1e-5;
+    c.positions = PositionKind::learned;
+    c.gated_mlp = false;
+    c.activation = Activation::gelu_tanh;
+    c.attn_qkv_bias = c.attn_out_bias = c.mlp_bias = true;
+    c.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : 4 * m.hidden_size;
+  } else {
+    c.family = m.family == "qwen2" ? ModelFamily::qwen2 : ModelFamily::llama;
+    c.attn_qkv_bias = m.family == "qwen2";
+    // llama's 8/3·d rule, rounded up to a multiple of 64 for efficient matmuls.
+    c.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : ((8 * m.hidden_size / 3 + 63) / 64) * 64;
+  }
+  validate(c, "[model]");
+  return c;
+}
+
+// Strips the keys that may change between the runs of one job (they do not change its results).
+std::string comparable(const std::string& ini) {
+  std::string out, line;
+  std::istringstream in(ini);
+  while (std::getline(in, line))
+    if (line.rfind("overwrite =", 0) != 0 && line.rfind("device =", 0) != 0) out += line + "\n";
+  return out;
+}
+
+// A run directory holds one run: refuse to mix a different recipe into it, or to restart over a
+// checkpoint without being told to.
+void claim_run_dir(const RunOptions& run, const std::string& recipe_ini, bool resume) {
+  const std::string recipe_path = run.dir + "/recipe.ini";
+  const std::string ckpt = run.dir + "/checkpoint.h5";
+  if (resume) {
+    if (!path_exists(ckpt))
+      throw IoError("--resume: " + ckpt + " does not exist; run without --resume to start this run");
+    if (path_exists(recipe_path) && comparable(read_file(recipe_path)) != comparable(recipe_ini))
+      throw ConfigError("--resume: the recipe differs from the one in " + recipe_path +
+                        "; resume with the same recipe and flags (compare with that file)");
+    return;
+  }
+  if (!run.overwrite && path_exists(recipe_path)) {
+    if (comparable(read_file(recipe_path)) != comparable(recipe_ini))
+      throw ConfigError(run.dir + " holds a different run (see " + recipe_path +
+                        "): choose another run.dir, or pass --run.overwrite=true to replace it");
+    if (path_exists(ckpt))
+      throw ConfigError(run.dir + " already holds this run with a checkpoint: pass --resume to continue it, "
+                        "or --run.overwrite=true to start it again");
+  }
+  make_dirs(run.dir);
+  write_text_atomically(recipe_path, recipe_ini);
+}
+
+}  // namespace
+
+void bind_lm_job(Recipe& r, LmJobOptions& o) {
+  r.add_choice("run.mode", &o.run.mode, {"train"}, "what the run does");
+  r.add("run.dir", &o.run.dir, "run directory (metrics.jsonl, checkpoint.h5, model/)");
+  r.add("run.seed", &o.run.seed, "seed for model init, data order and dropout", 0, std::numeric_limits<int64_t>::max());
+  r.add("run.threads", &o.run.threads, "CPU threads for LibTorch (0 = all cores)", 0, 1024);
+  r.add_choice("run.device", &o.run.device, {"auto", "cpu", "cuda"}, "where to train");
+  r.add("run.overwrite", &o.run.overwrite, "replace a run directory that holds a different run");
+  r.add("model.init", &o.model.init, "HF model directory or checkpoint.h5 to start from; empty = from scratch");
+  r.add_choice("model.family", &o.model.family, {"llama", "qwen2", "gpt2"}, "architecture of a model from scratch");
+  r.add("model.hidden_size", &o.model.hidden_size, "model width", 8, 65536);
+  r.add("model.layers", &o.model.layers, "decoder blocks", 1, 1024);
+  r.add("model.heads", &o.model.heads, "attention heads", 1, 1024);
+  r.add("model.kv_heads", &o.model.kv_heads, "key/value heads for GQA (0 = heads)", 0, 1024);
+  r.add("model.intermediate_size", &o.model.intermediate_size, "MLP width (0 = family default)", 0, 1 << 20);
+  r.add("model.max_position", &o.model.max_position, "longest sequence the model handles", 2, 1 << 20);
+  r.add("model.rope_theta", &o.model.rope_theta, "RoPE base frequency", 1.0, 1e9);
+  r.add("model.tie_embeddings", &o.model.tie_embeddings, "share the input embedding with the output head");
+  r.add("model.dropout", &o.model.dropout, "dropout on residual branches while training", 0.0, 0.9);
+  bind_data_options(r, o.data);
+  bind_train_options(r, o.train);
+}
+
+TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume) {
+  torch::set_num_threads(o.run.threads > 0 ? static_cast<int>(o.run.threads)
+                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  torch::manual_seed(static_cast<uint64_t>(o.run.seed));
+  const torch::Device device = pick_device(o.run.device);
+  claim_run_dir(o.run, recipe_ini, resume);
+
+  auto tokenizer = resolve_tokenizer(o.data);
+  DatasetOptions d;
+  d.seq_len = o.data.seq_len;
+  d.batch_size = o.data.batch_size;
+  d.val_fraction = o.data.val_fraction;
+  d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.run.seed);
+  d.filter = MetaFilter::parse(o.data.filter);
+  TokenDataset data(resolve_shards(o.data, *tokenizer), d);
+  log_info(data.summary());
+
+  Decoder model = o.model.init.empty() ? Decoder(scratch_config(o.model, *tokenizer), /*init=*/false)
+                                       : load_any_model(o.model.init);
+  if (o.model.init.empty()) model->init_weights(static_cast<uint64_t>(o.run.seed));
+  data.check_vocab(model->options.vocab_size);
+  if (o.data.seq_len > model->options.max_position)
+    throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +
+                      std::to_string(model->options.max_position) + ": lower data.seq_len");
+  model->to(device);
+  log_info("model: ", to_string(model->options.family), ", ", count_parameters(model), " parameters, on ",
+           device.str(), ", ", torch::get_num_threads(), " threads");
+
+  RunContext ctx;
+  ctx.run_dir = o.run.dir;
+  ctx.device = device;
+  ctx.recipe_ini = recipe_ini;
+  ctx.model_config = config_to_hf(model->options).dump(2);
+  ctx.resume = resume;
+  auto logits = [&](const torch::Tensor& ids) { return model->forward(ids); };
+  const TrainResult result = train_language_model(*model, logits, data, o.train, ctx);
+
+  // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
+  const std::string out = o.run.dir + "/model";
+  make_dirs(out);
+  model->to(torch::kCPU);
+  save_hf_model(model, out);
+  const std::string tok_name = std::filesystem::path(tokenizer->path()).filename().string();
+  const std::string tok_dst = out + (tok_name.size() > 5 && tok_name.substr(tok_name.size() - 5) == ".json"
+                                         ? "/tokenizer.json" : "/tokenizer.model");
+  write_atomically(tok_dst, [&](const std::string& tmp) {
+    std::filesystem::copy_file(tokenizer->path(), tmp, std::filesystem::copy_options::overwrite_existing);
+  });
+  log_info("saved the model and tokenizer to ", out);
+  return result;
+}
+
+}  // namespace fedsplit

@@ -1,0 +1,29 @@
+#include "train/model_io.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/model/hf.h"
+#include "core/util/error.h"
+#include "train/checkpoint.h"
+
+namespace fedsplit {
+
+Decoder load_any_model(const std::string& path) {
+  const bool is_checkpoint = path.size() > 3 && path.compare(path.size() - 3, 3, ".h5") == 0;
+  if (!is_checkpoint) return load_hf_model(path);
+  const CheckpointMeta meta = read_checkpoint_meta(path);
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(meta.model_config);
+  } catch (const nlohmann::json::exception& e) {
+    throw FormatError(path + ": the model config stored in the checkpoint is not valid JSON (" + e.what() + ")");
+  }
+  Decoder model(config_from_hf(config, path + ":model_config"), /*init=*/false);
+  NamedTensors params;
+  for (const auto& item : model->named_parameters()) params.emplace_back(item.key(), item.value());
+  load_checkpoint(path, params, nullptr, /*restore_rng=*/false);
+  model->eval();
+  return model;
+}
+
+}  // namespace fedsplit
