@@ -149,8 +149,9 @@ Decoder load_hf_model(const std::string& dir) {
       throw FormatError(sources.at(hf) + ": tensor '" + hf + "' has dtype " + c10::toString(tensor.scalar_type()) +
                         ", expected a floating-point type");
     }
-    by_parameter[name] = transposed ? tensor.t() : tensor;
+    by_parameter[name] = transposed ? tensor.t() : std::move(tensor);
   }
+  weights.clear();
   for (const auto& [name, shape] : expected) {
     if (by_parameter.count(name) == 0) {
       auto want = shape;
@@ -166,6 +167,7 @@ Decoder load_hf_model(const std::string& dir) {
     auto it = by_parameter.find(item.key());
     TORCH_CHECK(it != by_parameter.end(), "internal: expected_parameters lacks ", item.key());
     item.value().copy_(it->second);
+    it->second = torch::Tensor();  // the file's copy goes as the model's fills: peak memory ~1 model
   }
   model->eval();
   return model;

@@ -23,12 +23,50 @@ NormImpl::NormImpl(NormKind k, int64_t size, double e) : kind(k), eps(e) {
   if (kind == NormKind::layer) bias = register_parameter("bias", torch::zeros({size}));
 }
 
+namespace {
+
+// RMSNorm with a hand-written backward: the forward is transformers' (statistics in fp32, cast back
+// before the scale), but autograd keeps only x and the per-row 1/rms instead of every intermediate,
+// and the backward takes a few fused passes instead of a dozen. Skips the weight's gradient when
+// the weight is frozen (adapters).
+struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
+                               double eps) {
+    const auto xf = x.to(torch::kFloat32);
+    const auto rstd = torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+    ctx->save_for_backward({x, weight, rstd});
+    return weight * (xf * rstd).to(x.scalar_type());
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& weight = saved[1];
+    const auto& rstd = saved[2];
+    const auto& grad = grads[0];
+    const auto normed = x.to(torch::kFloat32) * rstd;
+    torch::Tensor grad_weight;
+    if (ctx->needs_input_grad(1)) {
+      const auto rows = grad.reshape({-1, grad.size(-1)});
+      grad_weight = (rows * normed.to(x.scalar_type()).reshape({-1, grad.size(-1)})).sum(0).to(weight.scalar_type());
+    }
+    torch::Tensor grad_x;
+    if (ctx->needs_input_grad(0)) {
+      // d/dx of x * r(x): r * (g - n * mean(g * n)), with g the gradient at n = x * r.
+      const auto g = (grad * weight).to(torch::kFloat32);
+      const auto dot = (g * normed).mean(-1, /*keepdim=*/true);
+      grad_x = torch::addcmul(g * rstd, normed, rstd * dot, -1).to(x.scalar_type());
+    }
+    return {grad_x, grad_weight, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
 torch::Tensor NormImpl::forward(const torch::Tensor& x) {
   if (kind == NormKind::layer) return torch::layer_norm(x, {weight.size(0)}, weight, bias, eps);
-  // As transformers: statistics in fp32, cast back before the scale.
-  const auto xf = x.to(torch::kFloat32);
-  const auto normed = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return weight * normed.to(x.scalar_type());
+  return RmsNormFunction::apply(x, weight, eps);
 }
 
 void NormImpl::pretty_print(std::ostream& stream) const {

@@ -11,27 +11,43 @@
 #include <torch/version.h>
 #endif
 
+// True when building against LibTorch major.minor or newer.
+#if defined(TORCH_VERSION_MAJOR)
+#define FEDSPLIT_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+#else
+#define FEDSPLIT_TORCH_AT_LEAST(major, minor) 0
+#endif
+
 namespace fedsplit::compat {
 
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+// FEDSPLIT_EXPLICIT_ATTENTION forces the 1.13 path on 2.x too (to compare the two on one machine).
+#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2 && !defined(FEDSPLIT_EXPLICIT_ATTENTION)
+#define FEDSPLIT_FUSED_ATTENTION 1
 inline constexpr bool kHasFusedAttention = true;
 #else
 inline constexpr bool kHasFusedAttention = false;
 #endif
 
 /// Additive causal mask [T, S] (0 where key s may be seen by query t, -inf after it), aligned so
-/// that the last query sees every key (S >= T: queries are the last T positions). Cached per thread
-/// for the last shape, since every layer of a forward pass asks for the same one.
-inline const torch::Tensor& causal_bias(int64_t T, int64_t S, int64_t repeat, const torch::TensorOptions& options) {
+/// that the last query sees every key (S >= T: queries are the last T positions), stacked `repeat`
+/// times along the rows. Every layer of a forward pass asks for the same one, so the last one is
+/// kept per thread unless it is large.
+inline torch::Tensor causal_bias(int64_t T, int64_t S, int64_t repeat, const torch::TensorOptions& options) {
   thread_local torch::Tensor cached;
   thread_local int64_t cached_t = -1, cached_s = -1, cached_r = -1;
-  if (cached_t != T || cached_s != S || cached_r != repeat || !cached.defined() ||
-      cached.device() != options.device() || cached.scalar_type() != options.dtype().toScalarType()) {
-    auto bias = torch::full({T, S}, -std::numeric_limits<float>::infinity(), options).triu_(S - T + 1);
-    cached = repeat > 1 ? bias.repeat({repeat, 1}) : bias;
+  if (cached.defined() && cached_t == T && cached_s == S && cached_r == repeat && cached.device() == options.device() &&
+      cached.scalar_type() == options.dtype().toScalarType()) {
+    return cached;
+  }
+  auto bias = torch::full({T, S}, -std::numeric_limits<float>::infinity(), options).triu_(S - T + 1);
+  if (repeat > 1) bias = bias.repeat({repeat, 1});
+  constexpr int64_t kMaxCached = int64_t{1} << 22;  // 16 MB of fp32
+  if (bias.numel() <= kMaxCached) {
+    cached = bias;
     cached_t = T, cached_s = S, cached_r = repeat;
   }
-  return cached;
+  return bias;
 }
 
 /// Causal self-attention, scaled by 1/sqrt(D). q [B, H, T, D]; k, v [B, KV, S, D] with KV dividing
@@ -44,12 +60,17 @@ inline torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tenso
   const int64_t KV = k.size(1), S = k.size(2);
   TORCH_CHECK(H % KV == 0 && S >= T, "causal_attention: bad shapes q ", q.sizes(), " k ", k.sizes());
   const int64_t rep = H / KV;
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
+#if defined(FEDSPLIT_FUSED_ATTENTION)
   auto expand = [&](const torch::Tensor& t) {
     return rep == 1 ? t : t.unsqueeze(2).expand({B, KV, rep, S, D}).reshape({B, H, S, D});
   };
   if (T == S) {
+#if FEDSPLIT_TORCH_AT_LEAST(2, 5)  // the kernel reads grouped K/V itself
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, dropout_p, /*is_causal=*/true, /*scale=*/{},
+                                            /*enable_gqa=*/rep > 1);
+#else
     return at::scaled_dot_product_attention(q, expand(k), expand(v), /*attn_mask=*/{}, dropout_p, /*is_causal=*/true);
+#endif
   }
   // is_causal aligns the mask top-left; queries after a cache need it bottom-right.
   return at::scaled_dot_product_attention(q, expand(k), expand(v), causal_bias(T, S, 1, q.options()), dropout_p, false);
@@ -74,17 +95,22 @@ class AutocastBF16 {
  public:
   explicit AutocastBF16(bool enable) : enabled_(enable) {
     if (!enabled_) return;
-#if defined(TORCH_VERSION_MAJOR) && TORCH_VERSION_MAJOR >= 2
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#if FEDSPLIT_TORCH_AT_LEAST(2, 4)  // per-device API; the global one is deprecated there
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
 #else
     at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-#endif
     at::autocast::set_enabled(true);
+#endif
   }
   ~AutocastBF16() {
     if (!enabled_) return;
     at::autocast::clear_cache();
+#if FEDSPLIT_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
     at::autocast::set_enabled(false);
+#endif
   }
   AutocastBF16(const AutocastBF16&) = delete;
   AutocastBF16& operator=(const AutocastBF16&) = delete;

@@ -295,6 +295,27 @@ TEST(Decoder, ReplacedProjectionIsCalled) {
   }
 }
 
+// RMSNorm's hand-written backward against autograd through transformers' formula.
+TEST(Decoder, RmsNormGradientMatchesAutograd) {
+  torch::manual_seed(0);
+  for (bool frozen : {false, true}) {
+    Norm norm(NormKind::rms, 24, 1e-6);
+    torch::NoGradGuard no_grad_init;
+    norm->weight.normal_(1.0, 0.3);
+    norm->weight.set_requires_grad(!frozen);
+    const auto x = (torch::randn({3, 5, 24}) * 2 + 0.5).requires_grad_(true);
+    const auto g = torch::randn({3, 5, 24});
+    torch::AutoGradMode grad(true);
+    const auto w = norm->weight.detach().clone().requires_grad_(!frozen);
+    const auto ref = w * (x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6));
+    const auto out = norm->forward(x);
+    EXPECT_LE(max_diff(out, ref), 1e-6);
+    const auto want = torch::autograd::grad({ref}, frozen ? std::vector<torch::Tensor>{x} : std::vector<torch::Tensor>{x, w}, {g});
+    const auto got = torch::autograd::grad({out}, frozen ? std::vector<torch::Tensor>{x} : std::vector<torch::Tensor>{x, norm->weight}, {g});
+    for (size_t i = 0; i < want.size(); ++i) EXPECT_LE(max_diff(got[i], want[i]), 1e-5) << "input " << i;
+  }
+}
+
 TEST(Decoder, InitWeightsIsDeterministic) {
   auto c = tiny_llama();
   Decoder a(c), b(c), d(c);
