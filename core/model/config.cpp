@@ -1,5 +1,6 @@
 #include "core/model/config.h"
 
+#include <map>
 #include <sstream>
 
 #include "core/util/error.h"

@@ -4,7 +4,9 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <ostream>
 #include <string>
+#include <utility>
 
 #include "core/model/config.h"
 
