@@ -1,5 +1,6 @@
 // fedsplit logits (fp32 logits of given ids) and fedsplit eval (perplexity on data).
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -64,7 +65,7 @@ int eval(const Args& args) {
   flags.add_options()
       ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
       ("data", po::value(&d.corpus)->required(), "token shard (.h5), or a corpus name/path to tokenize with the model's tokenizer")
-      ("tokenizer", po::value(&d.tokenizer), "tokenizer for a corpus (default: the one in the model directory)")
+      ("tokenizer", po::value(&d.tokenizer), "tokenizer for a corpus (default: the one in the model's directory)")
       ("seq-len", po::value(&d.seq_len)->default_value(d.seq_len), "tokens per evaluated window")
       ("batch-size", po::value(&d.batch_size)->default_value(d.batch_size), "windows per batch")
       ("val-fraction", po::value(&d.val_fraction)->default_value(0.05),
@@ -82,7 +83,10 @@ int eval(const Args& args) {
   if (d.corpus.size() > 3 && d.corpus.substr(d.corpus.size() - 3) == ".h5") {
     shards = {d.corpus};
   } else {
-    if (d.tokenizer.empty()) d.tokenizer = model_path;
+    // A model directory holds its tokenizer; a checkpoint's run directory does too.
+    if (d.tokenizer.empty()) d.tokenizer = std::filesystem::is_directory(model_path)
+                                               ? model_path
+                                               : std::filesystem::path(model_path).parent_path().string();
     shards = resolve_shards(d, *resolve_tokenizer(d));
   }
   DatasetOptions o;

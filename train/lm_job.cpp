@@ -63,7 +63,9 @@ std::string comparable(const std::string& ini) {
   std::string out, line;
   std::istringstream in(ini);
   while (std::getline(in, line))
-    if (line.rfind("overwrite =", 0) != 0 && line.rfind("device =", 0) != 0) out += line + "\n";
+    if (line.rfind("overwrite =", 0) != 0 && line.rfind("device =", 0) != 0 && line.rfind("stop_after =", 0) != 0 &&
+        line.rfind("threads =", 0) != 0)
+      out += line + "\n";
   return out;
 }
 
@@ -92,6 +94,16 @@ void claim_run_dir(const RunOptions& run, const std::string& recipe_ini, bool re
   write_text_atomically(recipe_path, recipe_ini);
 }
 
+// Copies the tokenizer file into `dir` under the name load_tokenizer looks for in a directory.
+void copy_tokenizer(const Tokenizer& tokenizer, const std::string& dir) {
+  const std::string& src = tokenizer.path();
+  const bool is_json = src.size() > 5 && src.compare(src.size() - 5, 5, ".json") == 0;
+  const std::string dst = dir + (is_json ? "/tokenizer.json" : "/tokenizer.model");
+  write_atomically(dst, [&](const std::string& tmp) {
+    std::filesystem::copy_file(src, tmp, std::filesystem::copy_options::overwrite_existing);
+  });
+}
+
 }  // namespace
 
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
@@ -101,6 +113,8 @@ void bind_lm_job(Recipe& r, LmJobOptions& o) {
   r.add("run.threads", &o.run.threads, "CPU threads for LibTorch (0 = all cores)", 0, 1024);
   r.add_choice("run.device", &o.run.device, {"auto", "cpu", "cuda"}, "where to train");
   r.add("run.overwrite", &o.run.overwrite, "replace a run directory that holds a different run");
+  r.add("run.stop_after", &o.run.stop_after, "end this invocation after this many steps, checkpointed (0 = run to the end)",
+        0, std::numeric_limits<int64_t>::max());
   r.add("model.init", &o.model.init, "HF model directory or checkpoint.h5 to start from; empty = from scratch");
   r.add_choice("model.family", &o.model.family, {"llama", "qwen2", "gpt2"}, "architecture of a model from scratch");
   r.add("model.hidden_size", &o.model.hidden_size, "model width", 8, 65536);
@@ -124,6 +138,7 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   claim_run_dir(o.run, recipe_ini, resume);
 
   auto tokenizer = resolve_tokenizer(o.data);
+  copy_tokenizer(*tokenizer, o.run.dir);  // so that checkpoints in the run directory evaluate alone
   DatasetOptions d;
   d.seq_len = o.data.seq_len;
   d.batch_size = o.data.batch_size;
@@ -131,7 +146,6 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.run.seed);
   d.filter = MetaFilter::parse(o.data.filter);
   TokenDataset data(resolve_shards(o.data, *tokenizer), d);
-  log_info(data.summary());
 
   Decoder model = o.model.init.empty() ? Decoder(scratch_config(o.model, *tokenizer), /*init=*/false)
                                        : load_any_model(o.model.init);
@@ -150,20 +164,20 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   ctx.recipe_ini = recipe_ini;
   ctx.model_config = config_to_hf(model->options).dump(2);
   ctx.resume = resume;
+  ctx.stop_after = o.run.stop_after;
   auto logits = [&](const torch::Tensor& ids) { return model->forward(ids); };
   const TrainResult result = train_language_model(*model, logits, data, o.train, ctx);
+  if (result.steps < o.train.steps) {
+    log_info("stopped after step ", result.steps, " of ", o.train.steps, " (run.stop_after): continue with --resume");
+    return result;
+  }
 
   // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
   const std::string out = o.run.dir + "/model";
   make_dirs(out);
   model->to(torch::kCPU);
   save_hf_model(model, out);
-  const std::string tok_name = std::filesystem::path(tokenizer->path()).filename().string();
-  const std::string tok_dst = out + (tok_name.size() > 5 && tok_name.substr(tok_name.size() - 5) == ".json"
-                                         ? "/tokenizer.json" : "/tokenizer.model");
-  write_atomically(tok_dst, [&](const std::string& tmp) {
-    std::filesystem::copy_file(tokenizer->path(), tmp, std::filesystem::copy_options::overwrite_existing);
-  });
+  copy_tokenizer(*tokenizer, out);
   log_info("saved the model and tokenizer to ", out);
   return result;
 }

@@ -18,6 +18,7 @@ struct RunOptions {
   int64_t threads = 0;          ///< CPU threads for LibTorch (0 = all cores)
   std::string device = "auto";  ///< auto | cpu | cuda
   bool overwrite = false;       ///< allow a run directory that holds a different run
+  int64_t stop_after = 0;       ///< end this invocation after this many steps (checkpointed); 0 = never
 };
 
 /// Architecture of a model trained from scratch (ignored when `init` names a model).

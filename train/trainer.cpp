@@ -131,12 +131,15 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
     progress.update(done, "loss " + fixed(step_loss, 4) + " lr " + fixed(lr * 1e3, 3) + "e-3 " +
                               fixed(result.tokens_per_second, 0) + " tok/s");
     const bool last = done == o.steps;
+    const bool stopping = ctx.stop_after > 0 && done >= ctx.stop_after;
     if (last || (o.eval_every > 0 && done % o.eval_every == 0)) val_loss = evaluate(done);
-    if (last || (o.checkpoint_every > 0 && done % o.checkpoint_every == 0)) checkpoint(done, val_loss);
+    if (last || stopping || (o.checkpoint_every > 0 && done % o.checkpoint_every == 0)) checkpoint(done, val_loss);
+    if (stopping && !last) break;
   }
   progress.finish();
   if (start_step >= o.steps) log_info("the checkpoint is already at step ", start_step, " of ", o.steps, ": nothing to do");
-  result.val_loss = std::isnan(val_loss) ? evaluate(result.steps) : val_loss;
+  if (std::isnan(val_loss) && result.steps >= o.steps) val_loss = evaluate(result.steps);
+  result.val_loss = val_loss;
   return result;
 }
 

@@ -20,6 +20,7 @@ struct RunContext {
   std::string recipe_ini;        ///< resolved recipe, stored in checkpoints
   std::string model_config;      ///< HF config.json text of the model, stored in checkpoints
   bool resume = false;           ///< continue from <run_dir>/checkpoint.h5
+  int64_t stop_after = 0;        ///< return after this many steps in total, checkpointed (0 = never)
 };
 
 struct TrainResult {
