@@ -1,7 +1,10 @@
 # Tokenizers: SentencePiece .model files (read natively: libsentencepiece cannot share a process
 # with LibTorch) and HF byte-level BPE. The split patterns need PCRE2, the normalizers ICU.
-pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
-pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)
+# Found by header and library (not pkg-config) so that unpacked packages on CMAKE_PREFIX_PATH work too.
+find_path(PCRE2_INCLUDE_DIR pcre2.h REQUIRED)
+find_library(PCRE2_LIBRARY pcre2-8 REQUIRED)
+find_path(ICU_INCLUDE_DIR unicode/uchar.h REQUIRED)
+find_library(ICU_UC_LIBRARY icuuc REQUIRED)
 list(APPEND CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/added_tokens.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bpe.cpp
@@ -18,4 +21,5 @@ list(APPEND CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/spm_segmenter.cpp
   ${CMAKE_CURRENT_LIST_DIR}/tokenizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/utf8.cpp)
-list(APPEND CORE_LIBS PkgConfig::PCRE2 PkgConfig::ICU_UC)
+list(APPEND CORE_LIBS ${PCRE2_LIBRARY} ${ICU_UC_LIBRARY})
+list(APPEND CORE_INCLUDES ${PCRE2_INCLUDE_DIR} ${ICU_INCLUDE_DIR})
