@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/util/compat.h"
+
 namespace fedsplit {
 
 AdamW::AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, AdamWOptions options)
@@ -16,6 +18,38 @@ AdamW::AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, A
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++steps_;
+#if FEDSPLIT_TORCH_AT_LEAST(2, 1)
+  if (!params_.empty() && params_.front().value.is_cuda()) return step_fused(lr);
+#endif
+  step_per_tensor(lr);
+}
+
+#if FEDSPLIT_TORCH_AT_LEAST(2, 1)
+// LibTorch's fused AdamW kernel: the same update as step_per_tensor, one launch per group instead
+// of ~6 per parameter (which dominate small models on a GPU).
+void AdamW::step_fused(double lr) {
+  for (const bool decay : {true, false}) {
+    std::vector<at::Tensor> values, grads, avgs, sqs, steps;
+    for (auto& p : params_) {
+      if (p.decay != decay || !p.value.grad().defined()) continue;
+      values.push_back(p.value);
+      grads.push_back(p.value.grad());
+      avgs.push_back(p.exp_avg);
+      sqs.push_back(p.exp_avg_sq);
+      steps.push_back(torch::full({}, static_cast<double>(steps_ - 1), p.value.options().dtype(torch::kFloat)));
+    }
+    if (values.empty()) continue;
+    // The kernel increments each step tensor before using it, so they start at steps_ - 1.
+    at::_fused_adamw_(values, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1, options_.beta2,
+                      decay ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
+                      /*grad_scale=*/std::nullopt, /*found_inf=*/std::nullopt);
+  }
+}
+#else
+void AdamW::step_fused(double lr) { step_per_tensor(lr); }
+#endif
+
+void AdamW::step_per_tensor(double lr) {
   const double bias1 = 1.0 - std::pow(options_.beta1, static_cast<double>(steps_));
   const double bias2 = 1.0 - std::pow(options_.beta2, static_cast<double>(steps_));
   const double step_size = lr / bias1;
@@ -38,19 +72,21 @@ void AdamW::zero_grad() {
   }
 }
 
-double clip_grad_norm(const std::vector<AdamW::Param>& params, double max_norm) {
+torch::Tensor clip_grad_norm(const std::vector<AdamW::Param>& params, double max_norm) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> norms;
+  std::vector<torch::Tensor> grads;
   for (const auto& p : params)
-    if (p.value.grad().defined()) norms.push_back(p.value.grad().norm(2).to(torch::kFloat));
-  if (norms.empty()) return 0.0;
-  const double total = torch::stack(norms).norm(2).item<double>();
-  if (max_norm > 0 && total > max_norm) {
-    const double scale = max_norm / (total + 1e-6);
-    for (const auto& p : params)
-      if (p.value.grad().defined()) p.value.grad().mul_(scale);
+    if (p.value.grad().defined()) grads.push_back(p.value.grad());
+  if (grads.empty()) return torch::zeros({});
+  std::vector<torch::Tensor> norms;
+  norms.reserve(grads.size());
+  for (const auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat));
+  auto total = torch::stack(norms).norm(2);
+  if (max_norm > 0) {
+    // Scale on the device: no host round trip, so a GPU never waits for the CPU here.
+    auto scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (auto& g : grads) g.mul_(scale.to(g.scalar_type()));
   }
   return total;
 }
-
 }  // namespace fedsplit

@@ -28,7 +28,8 @@ class AdamW {
   /// `params` are (name, tensor); tensors of dim >= 2 decay, others do not (the usual grouping).
   AdamW(const std::vector<std::pair<std::string, torch::Tensor>>& params, AdamWOptions options);
 
-  /// One update at learning rate `lr`; parameters without a gradient are skipped.
+  /// One update at learning rate `lr`; parameters without a gradient are skipped. On CUDA with
+  /// LibTorch 2.x every parameter updates in one fused kernel per decay group.
   void step(double lr);
   void zero_grad();
   int64_t steps_taken() const { return steps_; }
@@ -39,12 +40,15 @@ class AdamW {
   const AdamWOptions& options() const { return options_; }
 
  private:
+  void step_per_tensor(double lr);
+  void step_fused(double lr);
   std::vector<Param> params_;
   AdamWOptions options_;
   int64_t steps_ = 0;
 };
 
-/// Scales gradients so that their global L2 norm is at most `max_norm`; returns the norm before.
-double clip_grad_norm(const std::vector<AdamW::Param>& params, double max_norm);
+/// Scales gradients so that their global L2 norm is at most `max_norm` (0 = no clipping); returns
+/// the norm before, as a 0-dim tensor on the gradients' device (reading it waits for the device).
+torch::Tensor clip_grad_norm(const std::vector<AdamW::Param>& params, double max_norm);
 
 }  // namespace fedsplit

@@ -119,7 +119,7 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
     if (!std::isfinite(step_loss))
       throw Error("loss became " + std::to_string(step_loss) + " at step " + std::to_string(step + 1) +
                   ": lower train.lr or raise train.warmup_steps");
-    const double grad_norm = clip_grad_norm(optimizer.params(), o.grad_clip);
+    const double grad_norm = clip_grad_norm(optimizer.params(), o.grad_clip).item<double>();
     optimizer.step(lr);
     const int64_t done = step + 1;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

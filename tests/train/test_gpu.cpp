@@ -57,3 +57,26 @@ TEST(Gpu, Bf16TrainingLearnsAFixedBatch) {
   // Memorising 128 random tokens: the loss must fall far below its start (~ln 512 = 6.2).
   EXPECT_LT(last, first * 0.5) << first << " -> " << last;
 }
+
+TEST(Gpu, FusedAdamWEqualsPerTensorUpdate) {
+  if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(1);
+  auto w_cpu = torch::randn({64, 32}, torch::requires_grad());
+  auto b_cpu = torch::randn({32}, torch::requires_grad());
+  auto w_gpu = w_cpu.detach().to(torch::kCUDA).requires_grad_();
+  auto b_gpu = b_cpu.detach().to(torch::kCUDA).requires_grad_();
+  AdamW cpu({{"w", w_cpu}, {"b", b_cpu}}, AdamWOptions{});
+  AdamW gpu({{"w", w_gpu}, {"b", b_gpu}}, AdamWOptions{});
+  for (int step = 0; step < 4; ++step) {
+    auto g_w = torch::randn({64, 32});
+    auto g_b = torch::randn({32});
+    w_cpu.mutable_grad() = g_w.clone();
+    b_cpu.mutable_grad() = g_b.clone();
+    w_gpu.mutable_grad() = g_w.to(torch::kCUDA);
+    b_gpu.mutable_grad() = g_b.to(torch::kCUDA);
+    cpu.step(1e-2);
+    gpu.step(1e-2);
+  }
+  EXPECT_LE((w_gpu.cpu() - w_cpu).abs().max().item<double>(), 1e-5);  // fp32, different kernels
+  EXPECT_LE((b_gpu.cpu() - b_cpu).abs().max().item<double>(), 1e-5);
+}
