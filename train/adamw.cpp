@@ -36,10 +36,10 @@ void AdamW::step_fused(double lr) {
       grads.push_back(p.value.grad());
       avgs.push_back(p.exp_avg);
       sqs.push_back(p.exp_avg_sq);
-      steps.push_back(torch::full({}, static_cast<double>(steps_ - 1), p.value.options().dtype(torch::kFloat)));
+      steps.push_back(torch::full({}, static_cast<double>(steps_), p.value.options().dtype(torch::kFloat)));
     }
     if (values.empty()) continue;
-    // The kernel increments each step tensor before using it, so they start at steps_ - 1.
+    // The kernel reads the step count (already incremented for this update) from these tensors.
     at::_fused_adamw_(values, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1, options_.beta2,
                       decay ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
                       /*grad_scale=*/std::nullopt, /*found_inf=*/std::nullopt);
@@ -78,14 +78,17 @@ torch::Tensor clip_grad_norm(const std::vector<AdamW::Param>& params, double max
   for (const auto& p : params)
     if (p.value.grad().defined()) grads.push_back(p.value.grad());
   if (grads.empty()) return torch::zeros({});
-  std::vector<torch::Tensor> norms;
-  norms.reserve(grads.size());
-  for (const auto& g : grads) norms.push_back(g.norm(2).to(torch::kFloat));
+  std::vector<torch::Tensor> norms = at::_foreach_norm(grads, 2);
+  for (auto& n : norms) n = n.to(torch::kFloat);
   auto total = torch::stack(norms).norm(2);
   if (max_norm > 0) {
     // Scale on the device: no host round trip, so a GPU never waits for the CPU here.
     auto scale = (max_norm / (total + 1e-6)).clamp_max(1.0);
+#if FEDSPLIT_TORCH_AT_LEAST(2, 1)
+    at::_foreach_mul_(grads, scale);
+#else
     for (auto& g : grads) g.mul_(scale.to(g.scalar_type()));
+#endif
   }
   return total;
 }

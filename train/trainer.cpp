@@ -102,7 +102,7 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
   for (int64_t step = start_step; step < o.steps; ++step) {
     const double lr = learning_rate(o, step);
     optimizer.zero_grad();
-    double step_loss = 0;
+    torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(ctx.device));
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       const Batch batch = data.next_batch();
       auto ids = batch.input_ids.to(ctx.device);
@@ -113,13 +113,17 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
         loss = next_token_loss(logits_fn(ids), targets);
       }
       (loss / static_cast<double>(o.grad_accum)).backward();
-      step_loss += loss.item<double>() / o.grad_accum;
+      loss_sum += loss.detach();
       tokens += targets.numel();
     }
+    const torch::Tensor grad_norm_t = clip_grad_norm(optimizer.params(), o.grad_clip);
+    // One device-to-host read per step, for both figures.
+    const auto stats = torch::stack({loss_sum / static_cast<double>(o.grad_accum), grad_norm_t.to(loss_sum.device())}).cpu();
+    const double step_loss = stats[0].item<double>();
+    const double grad_norm = stats[1].item<double>();
     if (!std::isfinite(step_loss))
       throw Error("loss became " + std::to_string(step_loss) + " at step " + std::to_string(step + 1) +
                   ": lower train.lr or raise train.warmup_steps");
-    const double grad_norm = clip_grad_norm(optimizer.params(), o.grad_clip).item<double>();
     optimizer.step(lr);
     const int64_t done = step + 1;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
