@@ -21,6 +21,8 @@ class Block(nn.Module):
         s.ln_1, s.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
         s.c_attn, s.c_proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
         s.c_fc, s.mlp_proj = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+        # nanoGPT's way on PyTorch without fused attention: one causal mask, made once.
+        s.register_buffer("mask", torch.ones(a.T, a.T, dtype=torch.bool).triu(1), persistent=False)
 
     def forward(s, x):
         B, T, C = x.shape
@@ -30,7 +32,7 @@ class Block(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))
-            att = att.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float("-inf"))
+            att = att.masked_fill(s.mask[:T, :T], float("-inf"))
             y = att.softmax(-1) @ v
         x = x + s.c_proj(y.transpose(1, 2).reshape(B, T, C))
         return x + s.mlp_proj(F.gelu(s.c_fc(s.ln_2(x)), approximate="tanh"))

@@ -66,10 +66,9 @@ void AdamW::step_per_tensor(double lr) {
 }
 
 void AdamW::zero_grad() {
-  for (auto& p : params_) {
-    auto& g = p.value.mutable_grad();
-    if (g.defined()) g.zero_();
-  }
+  // Dropping the gradients (rather than zeroing them) lets backward write fresh ones: no memset
+  // kernel per parameter and no accumulation into zeros.
+  for (auto& p : params_) p.value.mutable_grad() = torch::Tensor();
 }
 
 torch::Tensor clip_grad_norm(const std::vector<AdamW::Param>& params, double max_norm) {
