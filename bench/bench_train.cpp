@@ -36,21 +36,7 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(static_cast<int>(threads));
   const torch::Device device(device_name);
-  DecoderConfig c;
-  c.family = ModelFamily::gpt2;
-  c.vocab_size = vocab;
-  c.hidden_size = d;
-  c.num_layers = layers;
-  c.num_heads = c.num_kv_heads = heads;
-  c.intermediate_size = 4 * d;
-  c.max_position = T;
-  c.norm = NormKind::layer;
-  c.norm_eps = 1e-5;
-  c.positions = PositionKind::learned;
-  c.gated_mlp = false;
-  c.activation = Activation::gelu_tanh;
-  c.attn_qkv_bias = c.attn_out_bias = c.mlp_bias = true;
-  c.tie_embeddings = true;
+  const DecoderConfig c = family_config(ModelFamily::gpt2, vocab, d, layers, heads, heads, 4 * d, T);
   Decoder model(c);
   model->to(device);
   model->train();

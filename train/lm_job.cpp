@@ -27,33 +27,14 @@ torch::Device pick_device(const std::string& name) {
 }
 
 DecoderConfig scratch_config(const ModelOptions& m, const Tokenizer& tokenizer) {
-  DecoderConfig c;
-  c.vocab_size = tokenizer.vocab_size();
-  c.hidden_size = m.hidden_size;
-  c.num_layers = m.layers;
-  c.num_heads = m.heads;
-  c.num_kv_heads = m.kv_heads > 0 ? m.kv_heads : m.heads;
-  c.max_position = m.max_position;
+  DecoderConfig c = family_config(parse_family(m.family, "model.family"), tokenizer.vocab_size(), m.hidden_size,
+                                  m.layers, m.heads, m.kv_heads > 0 ? m.kv_heads : m.heads, m.intermediate_size,
+                                  m.max_position);
   c.rope_theta = m.rope_theta;
   c.tie_embeddings = m.tie_embeddings;
   c.dropout = m.dropout;
   c.bos_token_id = tokenizer.bos_id();
   if (tokenizer.eos_id() >= 0) c.eos_token_ids = {tokenizer.eos_id()};
-  if (m.family == "gpt2") {
-    c.family = ModelFamily::gpt2;
-    c.norm = NormKind::layer;
-    c.norm_eps = 1e-5;
-    c.positions = PositionKind::learned;
-    c.gated_mlp = false;
-    c.activation = Activation::gelu_tanh;
-    c.attn_qkv_bias = c.attn_out_bias = c.mlp_bias = true;
-    c.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : 4 * m.hidden_size;
-  } else {
-    c.family = m.family == "qwen2" ? ModelFamily::qwen2 : ModelFamily::llama;
-    c.attn_qkv_bias = m.family == "qwen2";
-    // llama's 8/3·d rule, rounded up to a multiple of 64 for efficient matmuls.
-    c.intermediate_size = m.intermediate_size > 0 ? m.intermediate_size : ((8 * m.hidden_size / 3 + 63) / 64) * 64;
-  }
   validate(c, "[model]");
   return c;
 }

@@ -38,6 +38,41 @@ const char* to_string(ModelFamily family) {
   return "?";
 }
 
+ModelFamily parse_family(const std::string& name, const std::string& where) {
+  for (ModelFamily f : {ModelFamily::llama, ModelFamily::qwen2, ModelFamily::gpt2})
+    if (name == to_string(f)) return f;
+  throw ConfigError(where + ": unknown model family '" + name + "' (use llama, qwen2 or gpt2)");
+}
+
+DecoderConfig family_config(ModelFamily family, int64_t vocab_size, int64_t hidden_size, int64_t num_layers,
+                            int64_t num_heads, int64_t num_kv_heads, int64_t intermediate_size, int64_t max_position) {
+  DecoderConfig c;
+  c.family = family;
+  c.vocab_size = vocab_size;
+  c.hidden_size = hidden_size;
+  c.num_layers = num_layers;
+  c.num_heads = num_heads;
+  c.num_kv_heads = num_kv_heads;
+  c.max_position = max_position;
+  if (family == ModelFamily::gpt2) {
+    c.norm = NormKind::layer;
+    c.norm_eps = 1e-5;
+    c.positions = PositionKind::learned;
+    c.gated_mlp = false;
+    c.activation = Activation::gelu_tanh;
+    c.attn_qkv_bias = c.attn_out_bias = c.mlp_bias = true;
+    c.tie_embeddings = true;
+    c.intermediate_size = intermediate_size > 0 ? intermediate_size : 4 * hidden_size;
+  } else {
+    c.attn_qkv_bias = family == ModelFamily::qwen2;
+    c.tie_embeddings = family == ModelFamily::qwen2;
+    // 8/3·d keeps a gated MLP's parameters at a plain 4·d MLP's; multiples of 64 suit matmuls.
+    c.intermediate_size = intermediate_size > 0 ? intermediate_size : ((8 * hidden_size / 3 + 63) / 64) * 64;
+  }
+  validate(c, std::string(to_string(family)) + " config");
+  return c;
+}
+
 void validate(const DecoderConfig& c, const std::string& where, bool hf_names) {
   auto name = [&](const std::string& field) { return hf_names ? hf_key(c.family, field) : field; };
   auto fail = [&](const std::string& field, const std::string& what) {

@@ -96,5 +96,13 @@ DecoderConfig config_from_hf(const nlohmann::json& config, const std::string& wh
 nlohmann::json config_to_hf(const DecoderConfig& config);
 
 const char* to_string(ModelFamily family);
+/// Parses "llama", "qwen2" or "gpt2"; ConfigError naming `where` otherwise.
+ModelFamily parse_family(const std::string& name, const std::string& where);
+
+/// A config with `family`'s conventions (norm, positions, MLP, biases, tied head as the HF family
+/// does) and the given sizes; intermediate_size 0 picks the family's rule (llama/qwen2: 8/3·d
+/// rounded up to a multiple of 64; gpt2: 4·d). Validated.
+DecoderConfig family_config(ModelFamily family, int64_t vocab_size, int64_t hidden_size, int64_t num_layers,
+                            int64_t num_heads, int64_t num_kv_heads, int64_t intermediate_size, int64_t max_position);
 
 }  // namespace fedsplit
