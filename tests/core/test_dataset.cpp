@@ -3,18 +3,21 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <optional>
 #include <set>
 
 #include "core/data/dataset.h"
 #include "core/util/error.h"
 #include "tests/core/test_data_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
 using fedsplit::testing::ByteTokenizer;
+using fedsplit::testing::error_of;
 
 namespace {
 
-std::string g_dir;
+std::optional<fedsplit::testing::TempDir> g_dir;
 std::string g_shard;   // 60 documents, speaker A/B/C (document 7 has none)
 std::string g_shard2;  // 5 more documents, speaker D
 
@@ -27,7 +30,7 @@ std::string doc_text(int i) {
 class Dataset : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    g_dir = fedsplit::testing::temp_dir("dataset");
+    g_dir.emplace("dataset");
     std::vector<Document> docs, docs2;
     for (int i = 0; i < 60; ++i) {
       Document d{doc_text(i), {{"n", std::to_string(i)}}};
@@ -38,11 +41,12 @@ class Dataset : public ::testing::Test {
     ByteTokenizer tok;
     ShardWriteOptions o;
     o.corpus = "synthetic";
-    g_shard = g_dir + "/a.h5";
-    g_shard2 = g_dir + "/b.h5";
+    g_shard = *g_dir / "a.h5";
+    g_shard2 = *g_dir / "b.h5";
     write_token_shard(g_shard, docs, tok, o);
     write_token_shard(g_shard2, docs2, tok, o);
   }
+  static void TearDownTestSuite() { g_dir.reset(); }
 };
 
 DatasetOptions small_options() {
@@ -67,16 +71,6 @@ std::vector<int64_t> concat(const TokenDataset& ds, const std::vector<DocumentRe
 
 bool same(const Batch& a, const Batch& b) {
   return torch::equal(a.input_ids, b.input_ids) && torch::equal(a.targets, b.targets);
-}
-
-template <typename E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no exception)";
 }
 
 }  // namespace

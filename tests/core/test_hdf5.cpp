@@ -3,23 +3,18 @@
 #include <torch/torch.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "core/io/hdf5.h"
 #include "core/util/error.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
-
-namespace {
-std::string temp_path(const std::string& name) {
-  auto dir = std::filesystem::temp_directory_path() / ("fedsplit_test_hdf5_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
-}  // namespace
+using fedsplit::testing::TempDir;
+using fedsplit::testing::write_text;
 
 TEST(Hdf5, TensorsAttributesAndStringsRoundTrip) {
-  const auto path = temp_path("a.h5");
+  const TempDir dir("hdf5_roundtrip");
+  const auto path = dir / "a.h5";
   auto f = torch::randn({5, 3});
   auto i = torch::arange(10, torch::kLong);
   auto b = torch::tensor({1, 0, 1}, torch::kBool);
@@ -53,14 +48,15 @@ TEST(Hdf5, TensorsAttributesAndStringsRoundTrip) {
 }
 
 TEST(Hdf5, MissingAndCorruptFilesGiveOneLineErrors) {
-  EXPECT_THROW(h5::Group::open_file(temp_path("missing.h5")), IoError);
-  const auto good = temp_path("good.h5");
+  const TempDir dir("hdf5_corrupt");
+  EXPECT_THROW(h5::Group::open_file(dir / "missing.h5"), IoError);
+  const auto good = dir / "good.h5";
   {
     auto file = h5::Group::create_file(good, true);
     file.write_tensor("x", torch::randn({1000, 100}));
   }
   const auto size = std::filesystem::file_size(good);
-  const auto truncated = temp_path("truncated.h5");
+  const auto truncated = dir / "truncated.h5";
   std::filesystem::copy_file(good, truncated, std::filesystem::copy_options::overwrite_existing);
   std::filesystem::resize_file(truncated, size / 2);
   try {
@@ -70,8 +66,8 @@ TEST(Hdf5, MissingAndCorruptFilesGiveOneLineErrors) {
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("truncated.h5"), std::string::npos);
   }
-  const auto text = temp_path("text.h5");
-  std::ofstream(text) << "not hdf5";
+  const auto text = dir / "text.h5";
+  write_text(text, "not hdf5");
   EXPECT_THROW(h5::Group::open_file(text), FormatError);
   EXPECT_THROW(h5::Group::create_file(good), IoError);  // exists, no overwrite
   auto file = h5::Group::open_file(good);

@@ -1,7 +1,6 @@
 // labels: unit
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -13,38 +12,21 @@
 #include "core/model/hf.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace fedsplit;
+using fedsplit::testing::expect_one_line_error;
+using fedsplit::testing::TempDir;
 using nlohmann::json;
 
 namespace {
 
-const std::string kFixtures = std::string(FEDSPLIT_FIXTURES) + "/hf-tiny/";
+const std::string kFixtures = fedsplit::testing::fixtures() + "/hf-tiny/";
 // transformers' logits vs ours, fp32 (the fixtures' README promises about 1e-4).
 constexpr double kHfTolerance = 1e-4;
 // Two fp32 computations of the same function that differ only in operation order.
 constexpr double kReorderTolerance = 1e-5;
-
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    std::string name = std::string(info->test_suite_name()) + "-" + info->name();
-    for (auto& ch : name) {
-      if (ch == '/') ch = '_';
-    }
-    path_ = (fs::temp_directory_path() / ("fedsplit-model-" + name + "-" + std::to_string(::getpid()))).string();
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
@@ -73,18 +55,6 @@ void copy_dir(const std::string& from, const std::string& to) {
   for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fs::path(from) / f, fs::path(to) / f);
 }
 
-template <typename E>
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const E& e) {
-    const std::string what = e.what();
-    for (const auto& n : needles) EXPECT_NE(what.find(n), std::string::npos) << "'" << n << "' not in: " << what;
-    EXPECT_EQ(what.find('\n'), std::string::npos) << what;
-  }
-}
-
 }  // namespace
 
 class HfFixture : public ::testing::TestWithParam<std::string> {};
@@ -101,7 +71,7 @@ TEST_P(HfFixture, LogitsMatchTransformers) {
 
 TEST_P(HfFixture, SaveReloadRoundTrip) {
   const std::string dir = kFixtures + GetParam();
-  TempDir tmp;
+  TempDir tmp("model_save_" + GetParam());
   auto model = load_hf_model(dir);
   save_hf_model(model, tmp.path());
   auto reloaded = load_hf_model(tmp.path());
@@ -111,17 +81,17 @@ TEST_P(HfFixture, SaveReloadRoundTrip) {
 
   // The saved file holds transformers' tensors: same names, shapes and values.
   const auto original = load_safetensors(dir + "/model.safetensors");
-  const auto saved = load_safetensors(tmp.file("model.safetensors"));
+  const auto saved = load_safetensors(tmp / "model.safetensors");
   ASSERT_EQ(saved.size(), original.size());
   for (const auto& [name, t] : original) {
     ASSERT_TRUE(saved.count(name)) << name;
     EXPECT_EQ(saved.at(name).sizes(), t.sizes()) << name;
     EXPECT_TRUE(torch::equal(saved.at(name), t)) << name;
   }
-  EXPECT_EQ(load_safetensors_metadata(tmp.file("model.safetensors")).at("format"), "pt");
+  EXPECT_EQ(load_safetensors_metadata(tmp / "model.safetensors").at("format"), "pt");
 
   // config.json: the fixture's and ours parse to the same DecoderConfig.
-  const auto ours = json::parse(read_file(tmp.file("config.json")));
+  const auto ours = json::parse(read_file(tmp / "config.json"));
   EXPECT_EQ(ours["torch_dtype"], "float32");
   EXPECT_EQ(config_to_hf(config_from_hf(ours, "ours")), config_to_hf(model->options));
   EXPECT_EQ(ours["model_type"], json::parse(read_file(dir + "/config.json"))["model_type"]);
@@ -424,15 +394,16 @@ TEST(Config, ErrorsNameTheKey) {
     edit(j);
     return j;
   };
-  expect_error<ConfigError>([&] { config_from_hf(with([](json& j) { j["model_type"] = "mamba"; }), path); },
-                            {path, "model_type", "mamba"});
-  expect_error<FormatError>([&] { config_from_hf(with([](json& j) { j.erase("hidden_size"); }), path); },
-                            {path, "hidden_size"});
-  expect_error<FormatError>([&] { config_from_hf(with([](json& j) { j["num_hidden_layers"] = "two"; }), path); },
-                            {path, "num_hidden_layers"});
-  expect_error<ConfigError>([&] { config_from_hf(with([](json& j) { j["num_key_value_heads"] = 3; }), path); },
-                            {path, "num_key_value_heads"});
-  expect_error<ConfigError>(
+  expect_one_line_error<ConfigError>([&] { config_from_hf(with([](json& j) { j["model_type"] = "mamba"; }), path); },
+                                     {path, "model_type", "mamba"});
+  expect_one_line_error<FormatError>([&] { config_from_hf(with([](json& j) { j.erase("hidden_size"); }), path); },
+                                     {path, "hidden_size"});
+  expect_one_line_error<FormatError>(
+      [&] { config_from_hf(with([](json& j) { j["num_hidden_layers"] = "two"; }), path); },
+      {path, "num_hidden_layers"});
+  expect_one_line_error<ConfigError>([&] { config_from_hf(with([](json& j) { j["num_key_value_heads"] = 3; }), path); },
+                                     {path, "num_key_value_heads"});
+  expect_one_line_error<ConfigError>(
       [&] {
         config_from_hf(with([](json& j) {
                          j["num_attention_heads"] = 5;
@@ -442,29 +413,29 @@ TEST(Config, ErrorsNameTheKey) {
                        path);
       },
       {path, "num_attention_heads", "hidden_size"});
-  expect_error<ConfigError>(
+  expect_one_line_error<ConfigError>(
       [&] { config_from_hf(with([](json& j) { j["rope_parameters"]["rope_type"] = "yarn"; }), path); },
       {path, "rope_type", "yarn"});
-  expect_error<ConfigError>(
+  expect_one_line_error<ConfigError>(
       [&] { config_from_hf(with([](json& j) { j["architectures"] = {"LlamaForSequenceClassification"}; }), path); },
       {path, "architectures"});
   const auto gpt2_path = kFixtures + "gpt2/config.json";
   auto gpt2 = json::parse(read_file(gpt2_path));
   gpt2["n_head"] = 5;
-  expect_error<ConfigError>([&] { config_from_hf(gpt2, gpt2_path); }, {gpt2_path, "n_head", "n_embd"});
+  expect_one_line_error<ConfigError>([&] { config_from_hf(gpt2, gpt2_path); }, {gpt2_path, "n_head", "n_embd"});
 
   auto bad = tiny_llama();
   bad.num_kv_heads = 3;
-  expect_error<ConfigError>([&] { validate(bad); }, {"num_kv_heads", "num_heads"});
-  expect_error<ConfigError>([&] { Decoder m(bad); }, {"num_kv_heads"});
+  expect_one_line_error<ConfigError>([&] { validate(bad); }, {"num_kv_heads", "num_heads"});
+  expect_one_line_error<ConfigError>([&] { Decoder m(bad); }, {"num_kv_heads"});
   auto odd = tiny_llama();
   odd.head_dim = 7;
-  expect_error<ConfigError>([&] { validate(odd); }, {"head_dim", "even"});
+  expect_one_line_error<ConfigError>([&] { validate(odd); }, {"head_dim", "even"});
 }
 
 TEST(HfImport, WeightErrorsNameFileTensorAndShapes) {
-  TempDir tmp;
-  const auto dir = tmp.file("m");
+  TempDir tmp("model_weight_errors");
+  const auto dir = tmp / "m";
   copy_dir(kFixtures + "llama", dir);
   const auto weights_path = dir + "/model.safetensors";
   auto weights = load_safetensors(weights_path);
@@ -472,38 +443,39 @@ TEST(HfImport, WeightErrorsNameFileTensorAndShapes) {
   auto missing = weights;
   missing.erase("model.layers.1.mlp.up_proj.weight");
   save_safetensors(weights_path, missing, {{"format", "pt"}});
-  expect_error<FormatError>([&] { load_hf_model(dir); },
-                            {weights_path, "missing tensor 'model.layers.1.mlp.up_proj.weight'", "[160, 64]"});
+  expect_one_line_error<FormatError>([&] { load_hf_model(dir); },
+                                     {weights_path, "missing tensor 'model.layers.1.mlp.up_proj.weight'", "[160, 64]"});
 
   auto extra = weights;
   extra["model.layers.0.self_attn.q_norm.weight"] = torch::ones({16});
   save_safetensors(weights_path, extra, {{"format", "pt"}});
-  expect_error<FormatError>([&] { load_hf_model(dir); },
-                            {weights_path, "unexpected tensor 'model.layers.0.self_attn.q_norm.weight'"});
+  expect_one_line_error<FormatError>([&] { load_hf_model(dir); },
+                                     {weights_path, "unexpected tensor 'model.layers.0.self_attn.q_norm.weight'"});
 
   auto wrong = weights;
   wrong["model.layers.0.self_attn.k_proj.weight"] = torch::zeros({64, 64});
   save_safetensors(weights_path, wrong, {{"format", "pt"}});
-  expect_error<FormatError>([&] { load_hf_model(dir); },
-                            {weights_path, "model.layers.0.self_attn.k_proj.weight", "[64, 64]", "expected [32, 64]"});
+  expect_one_line_error<FormatError>(
+      [&] { load_hf_model(dir); },
+      {weights_path, "model.layers.0.self_attn.k_proj.weight", "[64, 64]", "expected [32, 64]"});
 
   // gpt2: shapes are reported in HF's Conv1D layout.
-  const auto gdir = tmp.file("g");
+  const auto gdir = tmp / "g";
   copy_dir(kFixtures + "gpt2", gdir);
   auto g = load_safetensors(gdir + "/model.safetensors");
   g["transformer.h.0.mlp.c_fc.weight"] = torch::zeros({256, 64});
   save_safetensors(gdir + "/model.safetensors", g, {{"format", "pt"}});
-  expect_error<FormatError>([&] { load_hf_model(gdir); }, {"c_fc.weight", "[256, 64]", "expected [64, 256]"});
+  expect_one_line_error<FormatError>([&] { load_hf_model(gdir); }, {"c_fc.weight", "[256, 64]", "expected [64, 256]"});
 
-  expect_error<IoError>([&] { load_model(tmp.file("nothing")); }, {"nothing"});
+  expect_one_line_error<IoError>([&] { load_model(tmp / "nothing"); }, {"nothing"});
 }
 
 TEST(HfImport, ShardedExportLoads) {
-  TempDir tmp;
+  TempDir tmp("model_sharded_export");
   auto model = load_hf_model(kFixtures + "llama");
   save_hf_model(model, tmp.path(), 100 * 1024);
-  EXPECT_FALSE(path_exists(tmp.file("model.safetensors")));
-  EXPECT_TRUE(path_exists(tmp.file("model.safetensors.index.json")));
+  EXPECT_FALSE(path_exists(tmp / "model.safetensors"));
+  EXPECT_TRUE(path_exists(tmp / "model.safetensors.index.json"));
   auto reloaded = load_model(tmp.path());
   const auto ids = random_ids(512, 1, 6, 4);
   torch::NoGradGuard no_grad;

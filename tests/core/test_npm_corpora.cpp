@@ -11,6 +11,7 @@
 #include "core/data/shards.h"
 #include "core/util/error.h"
 #include "tests/core/test_data_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
 
@@ -121,7 +122,8 @@ TEST(NpmCorpora, SpamAssassin) {
 // The whole path on a real corpus: SOTU -> shard (byte tokenizer) -> dataset filtered to one president.
 TEST(NpmCorpora, SotuShardAndFilteredDataset) {
   LOAD_OR_SKIP("sotu", docs);
-  const auto path = fedsplit::testing::temp_dir("npm_sotu") + "/sotu.h5";
+  const fedsplit::testing::TempDir dir("npm_sotu");
+  const auto path = dir / "sotu.h5";
   ShardWriteOptions w;
   w.corpus = "sotu";
   fedsplit::testing::ByteTokenizer tok;

@@ -8,35 +8,19 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
-#include <unistd.h>
 
 #include "core/io/hf_weights.h"
 #include "core/io/safetensors.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "tests/test_support.h"
 
 namespace fs = std::filesystem;
 using namespace fedsplit;
+using fedsplit::testing::TempDir;
+using fedsplit::testing::write_text;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = (fs::temp_directory_path() / ("fedsplit-st-" + std::string(info->name()) + "-" + std::to_string(::getpid())))
-                .string();
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // Writes a raw safetensors file: length prefix, header text, data bytes.
 void write_raw(const std::string& path, const std::string& header, const std::string& data, int64_t length = -1) {
@@ -48,17 +32,10 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   out << header << data;
 }
 
-// Expects load_safetensors(path) to throw FormatError whose message holds the path and `needle`.
+// Expects load_safetensors(path) to throw a one-line FormatError that holds the path and `needle`.
 void expect_format_error(const std::string& path, const std::string& needle) {
-  try {
-    load_safetensors(path);
-    FAIL() << "no error for " << path;
-  } catch (const FormatError& e) {
-    const std::string what = e.what();
-    EXPECT_NE(what.find(path), std::string::npos) << what;
-    EXPECT_NE(what.find(needle), std::string::npos) << what;
-    EXPECT_EQ(what.find('\n'), std::string::npos) << "one line: " << what;
-  }
+  SCOPED_TRACE(path);
+  fedsplit::testing::expect_one_line_error<FormatError>([&] { load_safetensors(path); }, {path, needle});
 }
 
 TensorMap sample_tensors() {
@@ -94,8 +71,8 @@ void expect_same(const TensorMap& a, const TensorMap& b) {
 }  // namespace
 
 TEST(Safetensors, RoundTripEveryDtypeAndMetadata) {
-  TempDir dir;
-  const auto path = dir.file("a.safetensors");
+  TempDir dir("st_roundtrip");
+  const auto path = dir / "a.safetensors";
   const auto tensors = sample_tensors();
   save_safetensors(path, tensors, {{"format", "pt"}, {"note", "héllo"}});
   expect_same(tensors, load_safetensors(path));
@@ -115,7 +92,7 @@ TEST(Safetensors, RoundTripEveryDtypeAndMetadata) {
 }
 
 TEST(Safetensors, FixturesLoad) {
-  const std::string root = std::string(FEDSPLIT_FIXTURES) + "/hf-tiny/";
+  const std::string root = fedsplit::testing::fixtures() + "/hf-tiny/";
   const auto ref = load_safetensors(root + "llama/reference.safetensors");
   EXPECT_EQ(ref.at("input_ids").scalar_type(), torch::kInt64);
   EXPECT_EQ(ref.at("input_ids").sizes(), (std::vector<int64_t>{2, 24}));
@@ -130,89 +107,73 @@ TEST(Safetensors, FixturesLoad) {
 }
 
 TEST(Safetensors, CorruptFilesThrowFormatErrorNamingFileAndTensor) {
-  TempDir dir;
+  TempDir dir("st_corrupt");
   const std::string ok_data(16, '\0');  // 4 floats
   auto header = [](const std::string& name, const std::string& dtype, const std::string& shape, const std::string& off) {
     return "{\"" + name + "\":{\"dtype\":\"" + dtype + "\",\"shape\":" + shape + ",\"data_offsets\":" + off + "}}";
   };
 
-  const auto good = dir.file("good.safetensors");
+  const auto good = dir / "good.safetensors";
   write_raw(good, header("w", "F32", "[2,2]", "[0,16]"), ok_data);
   EXPECT_EQ(load_safetensors(good).at("w").sizes(), (std::vector<int64_t>{2, 2}));
 
-  const auto too_long = dir.file("too_long.safetensors");
+  const auto too_long = dir / "too_long.safetensors";
   write_raw(too_long, header("w", "F32", "[2,2]", "[0,16]"), ok_data, 1 << 20);
   expect_format_error(too_long, "larger than the file");
 
-  const auto tiny = dir.file("tiny.safetensors");
-  std::ofstream(tiny) << "abc";
+  const auto tiny = dir / "tiny.safetensors";
+  write_text(tiny, "abc");
   expect_format_error(tiny, "header length");
 
-  const auto bad_json = dir.file("bad_json.safetensors");
-  write_raw(bad_json, "{\"w\": {\"dtype\": ", ok_data);
-  expect_format_error(bad_json, "not valid JSON");
-
-  const auto out_of_range = dir.file("out_of_range.safetensors");
-  write_raw(out_of_range, header("w", "F32", "[2,2]", "[16,32]"), ok_data);
-  expect_format_error(out_of_range, "tensor 'w'");
-
-  const auto overlap = dir.file("overlap.safetensors");
-  write_raw(overlap,
-            "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
-            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
-            ok_data);
-  expect_format_error(overlap, "overlaps");
-
-  const auto hole = dir.file("hole.safetensors");
-  write_raw(hole,
-            "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
-            "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
-            ok_data);
-  expect_format_error(hole, "tensor 'b'");
-
-  const auto trailing = dir.file("trailing.safetensors");
-  write_raw(trailing, header("w", "F32", "[3]", "[0,12]"), ok_data);
-  expect_format_error(trailing, "belong to no tensor");
-
-  const auto size_mismatch = dir.file("size_mismatch.safetensors");
-  write_raw(size_mismatch, header("w", "F32", "[3,2]", "[0,16]"), ok_data);
-  expect_format_error(size_mismatch, "tensor 'w'");
-
-  const auto unknown_dtype = dir.file("unknown_dtype.safetensors");
-  write_raw(unknown_dtype, header("w", "F8_E4M3", "[16]", "[0,16]"), ok_data);
-  expect_format_error(unknown_dtype, "unsupported dtype 'F8_E4M3'");
-
-  const auto duplicate = dir.file("duplicate.safetensors");
-  write_raw(duplicate,
-            "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-            "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
-            ok_data);
-  expect_format_error(duplicate, "tensor 'w' appears twice");
+  // Writes `<name>.safetensors` with `header_text` and the 16 data bytes, and expects a one-line
+  // FormatError that names the file and holds `needle`.
+  auto expect_corrupt = [&](const std::string& name, const std::string& header_text, const std::string& needle) {
+    const auto path = dir / (name + ".safetensors");
+    write_raw(path, header_text, ok_data);
+    expect_format_error(path, needle);
+  };
+  expect_corrupt("bad_json", "{\"w\": {\"dtype\": ", "not valid JSON");
+  expect_corrupt("out_of_range", header("w", "F32", "[2,2]", "[16,32]"), "tensor 'w'");
+  expect_corrupt("overlap",
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                 "overlaps");
+  expect_corrupt("hole",
+                 "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                 "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                 "tensor 'b'");
+  expect_corrupt("trailing", header("w", "F32", "[3]", "[0,12]"), "belong to no tensor");
+  expect_corrupt("size_mismatch", header("w", "F32", "[3,2]", "[0,16]"), "tensor 'w'");
+  expect_corrupt("unknown_dtype", header("w", "F8_E4M3", "[16]", "[0,16]"), "unsupported dtype 'F8_E4M3'");
+  expect_corrupt("duplicate",
+                 "{\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+                 "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+                 "tensor 'w' appears twice");
 
   // A valid file cut short: the last tensor's offsets now run past the end.
-  const auto truncated = dir.file("truncated.safetensors");
+  const auto truncated = dir / "truncated.safetensors";
   save_safetensors(truncated, {{"a", torch::ones({4})}, {"b", torch::ones({8})}});
   fs::resize_file(truncated, fs::file_size(truncated) - 5);
   expect_format_error(truncated, "tensor 'b'");
 
-  EXPECT_THROW(load_safetensors(dir.file("missing.safetensors")), IoError);
+  EXPECT_THROW(load_safetensors(dir / "missing.safetensors"), IoError);
 }
 
 TEST(HfWeights, SingleFileAndShardedRoundTrip) {
-  TempDir dir;
+  TempDir dir("hf_weights_roundtrip");
   TensorMap tensors;
   for (int i = 0; i < 7; ++i) tensors["layer." + std::to_string(i) + ".weight"] = torch::randn({16, 16});  // 1 KiB each
   tensors["big"] = torch::randn({40, 16});                                                              // 2.5 KiB
   tensors["ids"] = torch::arange(10);
 
   save_hf_weights(dir.path(), tensors);
-  EXPECT_TRUE(path_exists(dir.file("model.safetensors")));
+  EXPECT_TRUE(path_exists(dir / "model.safetensors"));
   expect_same(tensors, load_hf_weights(dir.path()));
 
   // 2 KiB shards: the big tensor gets one of its own; the single file is replaced by the shards.
   save_hf_weights(dir.path(), tensors, 2048);
-  EXPECT_FALSE(path_exists(dir.file("model.safetensors")));
-  const auto index = nlohmann::json::parse(read_file(dir.file("model.safetensors.index.json")));
+  EXPECT_FALSE(path_exists(dir / "model.safetensors"));
+  const auto index = nlohmann::json::parse(read_file(dir / "model.safetensors.index.json"));
   int64_t total = 0;
   for (const auto& [name, t] : tensors) total += t.numel() * t.element_size();
   EXPECT_EQ(index["metadata"]["total_size"].get<int64_t>(), total);
@@ -221,7 +182,7 @@ TEST(HfWeights, SingleFileAndShardedRoundTrip) {
   EXPECT_EQ(n_shards.size(), std::string("model-00001-of-00006.safetensors").size());
   std::map<std::string, std::string> sources;
   expect_same(tensors, load_hf_weights(dir.path(), &sources));
-  EXPECT_EQ(sources.at("big"), dir.file(n_shards));
+  EXPECT_EQ(sources.at("big"), dir / n_shards);
   for (const auto& [name, t] : load_hf_weights(dir.path())) {
     EXPECT_EQ(load_safetensors_metadata(sources.at(name)).at("format"), "pt");
   }
@@ -230,7 +191,7 @@ TEST(HfWeights, SingleFileAndShardedRoundTrip) {
   save_hf_weights(dir.path(), tensors, 4096);
   size_t files = 0;
   for (const auto& e : fs::directory_iterator(dir.path())) files += e.path().extension() == ".safetensors";
-  const auto index2 = nlohmann::json::parse(read_file(dir.file("model.safetensors.index.json")));
+  const auto index2 = nlohmann::json::parse(read_file(dir / "model.safetensors.index.json"));
   std::set<std::string> listed;
   for (const auto& f : index2["weight_map"]) listed.insert(f.get<std::string>());
   EXPECT_EQ(files, listed.size());
@@ -238,10 +199,10 @@ TEST(HfWeights, SingleFileAndShardedRoundTrip) {
 }
 
 TEST(HfWeights, MissingShardOrTensorIsAFormatError) {
-  TempDir dir;
+  TempDir dir("hf_weights_missing");
   TensorMap tensors = {{"a", torch::ones({64})}, {"b", torch::ones({64})}, {"c", torch::ones({64})}};
   save_hf_weights(dir.path(), tensors, 256);
-  const auto shard = dir.file("model-00002-of-00003.safetensors");
+  const auto shard = dir / "model-00002-of-00003.safetensors";
   ASSERT_TRUE(path_exists(shard));
   fs::remove(shard);
   try {
@@ -260,5 +221,5 @@ TEST(HfWeights, MissingShardOrTensorIsAFormatError) {
     EXPECT_NE(std::string(e.what()).find(shard), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("'b'"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(load_hf_weights(dir.file("nowhere")), IoError);
+  EXPECT_THROW(load_hf_weights(dir / "nowhere"), IoError);
 }

@@ -9,10 +9,13 @@
 #include "core/io/hdf5.h"
 #include "core/util/error.h"
 #include "tests/core/test_data_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
 using fedsplit::testing::ByteTokenizer;
-using fedsplit::testing::temp_dir;
+using fedsplit::testing::error_of;
+using fedsplit::testing::TempDir;
+using fedsplit::testing::write_text;
 
 namespace {
 
@@ -37,20 +40,11 @@ std::vector<int32_t> ids(const torch::Tensor& t) {
   return std::vector<int32_t>(t.data_ptr<int32_t>(), t.data_ptr<int32_t>() + t.numel());
 }
 
-template <typename E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
 }  // namespace
 
 TEST(Shards, RoundTripDocumentsOffsetsAndMetadata) {
-  const auto path = temp_dir("shards_rt") + "/s.h5";
+  const TempDir dir("shards_rt");
+  const auto path = dir / "s.h5";
   const auto docs = sample_docs();
   ByteTokenizer tok;
   write_token_shard(path, docs, tok, opts());
@@ -89,12 +83,12 @@ TEST(Shards, RoundTripDocumentsOffsetsAndMetadata) {
 }
 
 TEST(Shards, BosThreadsAndIdempotentRewrite) {
-  const auto dir = temp_dir("shards_bos");
+  const TempDir dir("shards_bos");
   ByteTokenizer tok;
   auto o = opts();
   o.add_bos = true;
-  write_token_shard(dir + "/a.h5", sample_docs(), tok, o);
-  TokenShard a(dir + "/a.h5");
+  write_token_shard(dir / "a.h5", sample_docs(), tok, o);
+  TokenShard a(dir / "a.h5");
   EXPECT_TRUE(a.add_bos());
   EXPECT_EQ(ids(a.document_tokens(2)), (std::vector<int32_t>{1, 'x' + 3, 2}));
 
@@ -102,22 +96,22 @@ TEST(Shards, BosThreadsAndIdempotentRewrite) {
   std::vector<Document> many;
   for (int i = 0; i < 500; ++i) many.push_back({"document number " + std::to_string(i), {{"i", std::to_string(i % 7)}}});
   auto o1 = opts();
-  write_token_shard(dir + "/one.h5", many, tok, o1);
+  write_token_shard(dir / "one.h5", many, tok, o1);
   auto o3 = opts();
   o3.threads = 3;
-  write_token_shard(dir + "/three.h5", many, tok, o3);
-  EXPECT_EQ(TokenShard(dir + "/one.h5").content_hash(), TokenShard(dir + "/three.h5").content_hash());
-  EXPECT_TRUE(torch::equal(TokenShard(dir + "/one.h5").tokens(), TokenShard(dir + "/three.h5").tokens()));
+  write_token_shard(dir / "three.h5", many, tok, o3);
+  EXPECT_EQ(TokenShard(dir / "one.h5").content_hash(), TokenShard(dir / "three.h5").content_hash());
+  EXPECT_TRUE(torch::equal(TokenShard(dir / "one.h5").tokens(), TokenShard(dir / "three.h5").tokens()));
 
   // Same content again: left as it is, no error.
-  const auto before = std::filesystem::last_write_time(dir + "/one.h5");
-  EXPECT_NO_THROW(write_token_shard(dir + "/one.h5", many, tok, o1));
-  EXPECT_EQ(std::filesystem::last_write_time(dir + "/one.h5"), before);
+  const auto before = std::filesystem::last_write_time(dir / "one.h5");
+  EXPECT_NO_THROW(write_token_shard(dir / "one.h5", many, tok, o1));
+  EXPECT_EQ(std::filesystem::last_write_time(dir / "one.h5"), before);
 }
 
 TEST(Shards, RefusesToOverwriteADifferentFileUnlessAsked) {
-  const auto dir = temp_dir("shards_overwrite");
-  const auto path = dir + "/s.h5";
+  const TempDir dir("shards_overwrite");
+  const auto path = dir / "s.h5";
   ByteTokenizer tok;
   write_token_shard(path, sample_docs(), tok, opts());
   auto changed = sample_docs();
@@ -129,12 +123,12 @@ TEST(Shards, RefusesToOverwriteADifferentFileUnlessAsked) {
   EXPECT_EQ(ids(TokenShard(path).document_tokens(2)), (std::vector<int32_t>{'y' + 3, 2}));
 
   // Not a shard at all: also refused without overwrite.
-  fedsplit::testing::write_text(dir + "/notes.h5", "hello");
-  EXPECT_THROW(write_token_shard(dir + "/notes.h5", changed, tok, opts()), IoError);
-  write_token_shard(dir + "/notes.h5", changed, tok, opts(true));
-  EXPECT_EQ(TokenShard(dir + "/notes.h5").num_documents(), 4);
+  write_text(dir / "notes.h5", "hello");
+  EXPECT_THROW(write_token_shard(dir / "notes.h5", changed, tok, opts()), IoError);
+  write_token_shard(dir / "notes.h5", changed, tok, opts(true));
+  EXPECT_EQ(TokenShard(dir / "notes.h5").num_documents(), 4);
   // No temporary files are left behind.
-  for (const auto& e : std::filesystem::directory_iterator(dir))
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
 }
 
@@ -142,31 +136,31 @@ TEST(Shards, TokenizerWithoutEosOrNoDocumentsIsADataError) {
   struct NoEos : ByteTokenizer {
     int32_t eos_id() const override { return -1; }
   } no_eos;
-  const auto dir = temp_dir("shards_noeos");
-  EXPECT_THROW(write_token_shard(dir + "/a.h5", sample_docs(), no_eos, opts()), DataError);
+  const TempDir dir("shards_noeos");
+  EXPECT_THROW(write_token_shard(dir / "a.h5", sample_docs(), no_eos, opts()), DataError);
   ByteTokenizer tok;
-  EXPECT_THROW(write_token_shard(dir + "/b.h5", {}, tok, opts()), DataError);
+  EXPECT_THROW(write_token_shard(dir / "b.h5", {}, tok, opts()), DataError);
   struct OutOfRange : ByteTokenizer {
     int64_t vocab_size() const override { return 100; }
   } small;
-  EXPECT_THROW(write_token_shard(dir + "/c.h5", sample_docs(), small, opts()), DataError);
-  EXPECT_FALSE(std::filesystem::exists(dir + "/a.h5"));
+  EXPECT_THROW(write_token_shard(dir / "c.h5", sample_docs(), small, opts()), DataError);
+  EXPECT_FALSE(std::filesystem::exists(dir / "a.h5"));
 }
 
 TEST(Shards, TruncatedAndForeignFilesAreFormatErrorsNamingThePath) {
-  const auto dir = temp_dir("shards_bad");
+  const TempDir dir("shards_bad");
   ByteTokenizer tok;
   std::vector<Document> big;
   for (int i = 0; i < 200; ++i) big.push_back({std::string(500, static_cast<char>('a' + i % 26)), {{"k", "v"}}});
-  write_token_shard(dir + "/good.h5", big, tok, opts());
+  write_token_shard(dir / "good.h5", big, tok, opts());
 
-  const auto truncated = dir + "/truncated.h5";
-  std::filesystem::copy_file(dir + "/good.h5", truncated);
+  const auto truncated = dir / "truncated.h5";
+  std::filesystem::copy_file(dir / "good.h5", truncated);
   std::filesystem::resize_file(truncated, std::filesystem::file_size(truncated) / 2);
   auto msg = error_of<FormatError>([&] { TokenShard s(truncated); s.tokens(); });
   EXPECT_NE(msg.find(truncated), std::string::npos) << msg;
 
-  const auto foreign = dir + "/checkpoint.h5";
+  const auto foreign = dir / "checkpoint.h5";
   {
     auto f = h5::Group::create_file(foreign);
     f.write_tensor("weights", torch::ones({3}));
@@ -175,17 +169,17 @@ TEST(Shards, TruncatedAndForeignFilesAreFormatErrorsNamingThePath) {
   EXPECT_NE(msg.find(foreign), std::string::npos) << msg;
   EXPECT_NE(msg.find("not a fedsplit token shard"), std::string::npos) << msg;
 
-  const auto text = dir + "/text.h5";
-  fedsplit::testing::write_text(text, "not hdf5 at all");
+  const auto text = dir / "text.h5";
+  write_text(text, "not hdf5 at all");
   msg = error_of<FormatError>([&] { TokenShard s(text); });
   EXPECT_NE(msg.find(text), std::string::npos) << msg;
 }
 
 TEST(Shards, MissingDatasetsAndInconsistentOffsetsAreFormatErrors) {
-  const auto dir = temp_dir("shards_inconsistent");
+  const TempDir dir("shards_inconsistent");
   const auto make = [&](const std::string& name, const torch::Tensor& tokens, const torch::Tensor& offsets,
                         int64_t n_docs) {
-    const auto path = dir + "/" + name;
+    const auto path = dir / name;
     auto f = h5::Group::create_file(path);
     f.set_attr("format", std::string(kShardFormat));
     f.set_attr("format_version", int64_t{1});
@@ -218,9 +212,9 @@ TEST(Shards, MissingDatasetsAndInconsistentOffsetsAreFormatErrors) {
     EXPECT_NE(msg.find(path), std::string::npos) << path << ": " << msg;
   }
   {
-    auto f = h5::Group::open_file(dir + "/ok.h5", /*writable=*/true);
+    auto f = h5::Group::open_file(dir / "ok.h5", /*writable=*/true);
     f.set_attr("format_version", int64_t{2});
   }
-  EXPECT_THROW(TokenShard(dir + "/ok.h5"), FormatError);
-  EXPECT_THROW(TokenShard(dir + "/missing.h5"), IoError);
+  EXPECT_THROW(TokenShard(dir / "ok.h5"), FormatError);
+  EXPECT_THROW(TokenShard(dir / "missing.h5"), IoError);
 }

@@ -9,66 +9,31 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <sstream>
 #include <thread>
 
 #include "core/tokenizer/pre_tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "tests/test_support.h"
 
 namespace fedsplit {
 namespace {
 
 namespace sfs = std::filesystem;
 using json = nlohmann::json;
+using fedsplit::testing::expect_error;
+using fedsplit::testing::TempDir;
+using fedsplit::testing::write_text;
 
-const std::string kFixtures = std::string(FEDSPLIT_FIXTURES) + "/hf-tiny/tokenizers";
+const std::string kFixtures = fedsplit::testing::fixtures() + "/hf-tiny/tokenizers";
 const std::string kBpeJson = kFixtures + "/bpe-bytelevel.json";
 const std::string kSpmModel = kFixtures + "/spm-bpe.model";
 const std::string kTrainingText = kFixtures + "/training-text.txt";
 
 json reference() { return json::parse(read_file(kFixtures + "/reference.json")); }
-
-// A fresh directory under the system temp dir, removed with its contents at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = (sfs::temp_directory_path() / ("fedsplit_tok_" + std::to_string(rd()))).string();
-    sfs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    sfs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-void write(const std::string& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-}
-
-// Expects `fn` to throw exactly an `E` (or subtype) whose message contains every one of `parts`.
-template <typename E>
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception";
-  } catch (const E& e) {
-    for (const auto& part : parts) EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
 
 std::vector<std::string> pieces_of(const tok::PreTokenizer& pre, const std::string& text) {
   std::vector<std::string> pieces;
@@ -90,11 +55,11 @@ std::vector<std::string> run_spm_tool(const std::string& command, const std::vec
                                       const TempDir& dir) {
   std::string input;
   for (const auto& line : lines) input += line + "\n";
-  write(dir.file("tool_in.txt"), input);
-  const std::string full = command + " < " + dir.file("tool_in.txt") + " > " + dir.file("tool_out.txt");
+  write_text(dir / "tool_in.txt", input);
+  const std::string full = command + " < " + (dir / "tool_in.txt") + " > " + (dir / "tool_out.txt");
   EXPECT_EQ(std::system(full.c_str()), 0) << full;
   std::vector<std::string> out;
-  std::istringstream in(read_file(dir.file("tool_out.txt")));
+  std::istringstream in(read_file(dir / "tool_out.txt"));
   for (std::string line; std::getline(in, line);) out.push_back(line);
   return out;
 }
@@ -178,21 +143,21 @@ TEST(Tokenizer, SentencePieceMatchesReference) {
 TEST(Tokenizer, SentencePieceMatchesSpmTools) {
   // The fixture (BPE, byte fallback) and models trained here: unigram, and BPE without byte
   // fallback (unknown characters become <unk>, runs of them one <unk>).
-  TempDir dir;
+  TempDir dir("tok_spm_tools");
   expect_matches_spm_tools(kSpmModel, dir);
   SentencePieceTrainOptions options;
   options.input = kTrainingText;
   options.vocab_size = 400;
   options.model_type = "unigram";
-  options.model_prefix = dir.file("unigram");
+  options.model_prefix = dir / "unigram";
   train_sentencepiece(options);
-  expect_matches_spm_tools(dir.file("unigram.model"), dir);
+  expect_matches_spm_tools(dir / "unigram.model", dir);
   options.model_type = "bpe";
   options.byte_fallback = false;
   options.vocab_size = 150;
-  options.model_prefix = dir.file("bpe_unk");
+  options.model_prefix = dir / "bpe_unk";
   train_sentencepiece(options);
-  expect_matches_spm_tools(dir.file("bpe_unk.model"), dir);
+  expect_matches_spm_tools(dir / "bpe_unk.model", dir);
 }
 
 TEST(Tokenizer, AddedTokensAreCutOutBeforeBpe) {
@@ -256,7 +221,7 @@ TEST(Tokenizer, SplitBehaviors) {
 
 TEST(Tokenizer, Qwen2StyleTokenizerJsonLoads) {
   // The fixture's vocabulary with the Qwen2 normalizer and pre-tokenizer shapes.
-  TempDir dir;
+  TempDir dir("tok_qwen2");
   json spec = json::parse(read_file(kBpeJson));
   spec["normalizer"] = {{"type", "NFC"}};
   spec["pre_tokenizer"] = {
@@ -268,7 +233,7 @@ TEST(Tokenizer, Qwen2StyleTokenizerJsonLoads) {
          {"invert", false}},
         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", false}}}}};
   spec["model"]["ignore_merges"] = true;
-  write(dir.file("tokenizer.json"), spec.dump());
+  write_text(dir / "tokenizer.json", spec.dump());
   const auto tok = load_tokenizer(dir.path());
   const std::string composed = "caf\xc3\xa9 1851";
   EXPECT_EQ(tok->decode(tok->encode(composed)), composed);
@@ -277,77 +242,77 @@ TEST(Tokenizer, Qwen2StyleTokenizerJsonLoads) {
 }
 
 TEST(Tokenizer, BosEosFromTokenizerConfig) {
-  TempDir dir;
-  sfs::copy_file(kBpeJson, dir.file("tokenizer.json"));
-  write(dir.file("tokenizer_config.json"),
+  TempDir dir("tok_bos_eos");
+  sfs::copy_file(kBpeJson, dir / "tokenizer.json");
+  write_text(dir / "tokenizer_config.json",
         R"({"bos_token": {"content": "<|endoftext|>", "__type": "AddedToken"}, "eos_token": null})");
   const auto tok = load_tokenizer(dir.path());
   EXPECT_EQ(tok->bos_id(), 0);
   EXPECT_EQ(tok->eos_id(), -1);
-  write(dir.file("tokenizer_config.json"), R"({"eos_token": "<|nope|>"})");
-  expect_error<FormatError>([&] { load_tokenizer(dir.path()); }, {dir.file("tokenizer_config.json"), "<|nope|>"});
+  write_text(dir / "tokenizer_config.json", R"({"eos_token": "<|nope|>"})");
+  expect_error<FormatError>([&] { load_tokenizer(dir.path()); }, {dir / "tokenizer_config.json", "<|nope|>"});
 }
 
 TEST(Tokenizer, LoadsFromDirectory) {
-  TempDir dir;
-  sfs::copy_file(kSpmModel, dir.file("tokenizer.model"));
-  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir.file("tokenizer.model"));
+  TempDir dir("tok_from_dir");
+  sfs::copy_file(kSpmModel, dir / "tokenizer.model");
+  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir / "tokenizer.model");
   // tokenizer.json is preferred; a kind it cannot read falls back to the SentencePiece model.
-  write(dir.file("tokenizer.json"), R"({"model": {"type": "Unigram", "vocab": []}})");
-  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir.file("tokenizer.model"));
-  sfs::copy_file(kBpeJson, dir.file("tokenizer.json"), sfs::copy_options::overwrite_existing);
-  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir.file("tokenizer.json"));
+  write_text(dir / "tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
+  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir / "tokenizer.model");
+  sfs::copy_file(kBpeJson, dir / "tokenizer.json", sfs::copy_options::overwrite_existing);
+  EXPECT_EQ(load_tokenizer(dir.path())->path(), dir / "tokenizer.json");
 }
 
 TEST(Tokenizer, LoadErrorsNameThePath) {
-  TempDir dir;
-  const std::string missing = dir.file("missing.json");
+  TempDir dir("tok_load_errors");
+  const std::string missing = dir / "missing.json";
   expect_error<IoError>([&] { load_tokenizer(missing); }, {missing, "does not exist"});
   expect_error<IoError>([&] { load_tokenizer(dir.path()); }, {dir.path()});  // empty directory
 
-  const std::string truncated = dir.file("truncated.json");
-  write(truncated, read_file(kBpeJson).substr(0, 5000));
+  const std::string truncated = dir / "truncated.json";
+  write_text(truncated, read_file(kBpeJson).substr(0, 5000));
   expect_error<FormatError>([&] { load_tokenizer(truncated); }, {truncated, "not valid JSON"});
 
-  const std::string not_model = dir.file("notes.model");
-  write(not_model, "this is a text file, not a model\n");
+  const std::string not_model = dir / "notes.model";
+  write_text(not_model, "this is a text file, not a model\n");
   expect_error<FormatError>([&] { load_tokenizer(not_model); }, {not_model, "not a SentencePiece model"});
-  const std::string empty_model = dir.file("empty.model");
-  write(empty_model, "");
+  const std::string empty_model = dir / "empty.model";
+  write_text(empty_model, "");
   expect_error<FormatError>([&] { load_tokenizer(empty_model); }, {empty_model, "not a SentencePiece model"});
 
-  const std::string wordpiece = dir.file("wordpiece.json");
-  write(wordpiece, R"({"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
+  const std::string wordpiece = dir / "wordpiece.json";
+  write_text(wordpiece, R"({"normalizer": {"type": "BertNormalizer"}, "pre_tokenizer": {"type": "BertPreTokenizer"},
     "model": {"type": "WordPiece", "unk_token": "[UNK]", "vocab": {"[UNK]": 0, "a": 1}}, "decoder": {"type": "WordPiece"}})");
   expect_error<FormatError>([&] { load_tokenizer(wordpiece); }, {wordpiece, "WordPiece"});
 
   json metaspace = json::parse(read_file(kBpeJson));
   metaspace["pre_tokenizer"] = {{"type", "Metaspace"}, {"replacement", "\xe2\x96\x81"}};
-  const std::string metaspace_path = dir.file("metaspace.json");
-  write(metaspace_path, metaspace.dump());
+  const std::string metaspace_path = dir / "metaspace.json";
+  write_text(metaspace_path, metaspace.dump());
   expect_error<FormatError>([&] { load_tokenizer(metaspace_path); }, {metaspace_path, "Metaspace"});
 
   json bad_merge = json::parse(read_file(kBpeJson));
   bad_merge["model"]["merges"].push_back({"zzq", "qzz"});
-  const std::string bad_merge_path = dir.file("bad_merge.json");
-  write(bad_merge_path, bad_merge.dump());
+  const std::string bad_merge_path = dir / "bad_merge.json";
+  write_text(bad_merge_path, bad_merge.dump());
   expect_error<FormatError>([&] { load_tokenizer(bad_merge_path); }, {bad_merge_path, "zzq"});
 }
 
 TEST(Tokenizer, TrainSentencePiece) {
-  TempDir dir;
+  TempDir dir("tok_train");
   SentencePieceTrainOptions options;
   options.input = kTrainingText;
-  options.model_prefix = dir.file("out/spm");  // the directory is created
-  options.vocab_size = 400;                     // 259 bytes and specials + the text's characters + merges
+  options.model_prefix = dir / "out/spm";  // the directory is created
+  options.vocab_size = 400;                 // 259 bytes and specials + the text's characters + merges
   train_sentencepiece(options);
-  EXPECT_EQ(sfs::directory_iterator(dir.file("out")) == sfs::directory_iterator(), false);
+  EXPECT_EQ(sfs::directory_iterator(dir / "out") == sfs::directory_iterator(), false);
   std::vector<std::string> names;
-  for (const auto& e : sfs::directory_iterator(dir.file("out"))) names.push_back(e.path().filename().string());
+  for (const auto& e : sfs::directory_iterator(dir / "out")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"spm.model", "spm.vocab"}));  // no temporaries left
 
-  const auto tok = load_tokenizer(dir.file("out/spm.model"));
+  const auto tok = load_tokenizer(dir / "out/spm.model");
   EXPECT_EQ(tok->vocab_size(), 400);
   EXPECT_EQ(tok->bos_id(), 1);
   EXPECT_EQ(tok->eos_id(), 2);
@@ -358,16 +323,16 @@ TEST(Tokenizer, TrainSentencePiece) {
   bad.vocab_size = 0;
   expect_error<ConfigError>([&] { train_sentencepiece(bad); }, {"vocab_size"});
   bad = options;
-  bad.input = dir.file("missing.txt");
+  bad.input = dir / "missing.txt";
   expect_error<IoError>([&] { train_sentencepiece(bad); }, {bad.input});
   bad = options;
   bad.model_type = "wordpiece";
   expect_error<ConfigError>([&] { train_sentencepiece(bad); }, {"wordpiece"});
   bad = options;
   bad.vocab_size = 300;  // fewer than the 259 fixed pieces plus the text's 76 characters
-  bad.model_prefix = dir.file("small/spm");
+  bad.model_prefix = dir / "small/spm";
   expect_error<ConfigError>([&] { train_sentencepiece(bad); }, {kTrainingText});
-  EXPECT_FALSE(path_exists(dir.file("small/spm.model")));
+  EXPECT_FALSE(path_exists(dir / "small/spm.model"));
 }
 
 TEST(Tokenizer, CheckVocabFits) {

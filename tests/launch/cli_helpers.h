@@ -1,14 +1,11 @@
 // Helpers for tests that run the fedsplit executable as a user would.
 #pragma once
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
-#include <vector>
+
+#include "tests/test_support.h"
 
 namespace fedsplit::testing {
 
@@ -30,35 +27,5 @@ inline CommandResult run_fedsplit(const std::string& args, const std::string& cw
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
 }
-
-/// A fresh directory under the system temp folder, removed when the object goes.
-class TempDir {
- public:
-  explicit TempDir(const std::string& name) {
-    path_ = std::filesystem::temp_directory_path() / ("fedsplit_" + name + "_" + std::to_string(::getpid()));
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string path() const { return path_.string(); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
-
-inline void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
-
-inline std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-inline std::string fixtures() { return FEDSPLIT_FIXTURES; }
 
 }  // namespace fedsplit::testing

@@ -5,6 +5,7 @@
 
 #include "core/io/safetensors.h"
 #include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit;
 using namespace fedsplit::testing;

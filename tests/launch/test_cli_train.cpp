@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
 
 using namespace fedsplit::testing;
 

@@ -7,9 +7,11 @@
 #include "core/io/safetensors.h"
 #include "core/model/hf.h"
 #include "core/util/compat.h"
+#include "tests/test_support.h"
 #include "train/adamw.h"
 
 using namespace fedsplit;
+using fedsplit::testing::fixtures;
 
 namespace {
 bool have_cuda() { return torch::cuda::is_available(); }
@@ -20,7 +22,7 @@ TEST(Gpu, FixtureLogitsMatchOnCuda) {
   // TF32 would change fp32 matmuls at the 1e-3 level; the reference is strict fp32.
   at::globalContext().setAllowTF32CuBLAS(false);
   for (const char* name : {"llama", "qwen2", "gpt2"}) {
-    const std::string dir = std::string(FEDSPLIT_FIXTURES) + "/hf-tiny/" + name;
+    const std::string dir = fixtures() + "/hf-tiny/" + name;
     Decoder model = load_hf_model(dir);
     model->to(torch::kCUDA);
     const auto ref = load_safetensors(dir + "/reference.safetensors");
@@ -32,7 +34,7 @@ TEST(Gpu, FixtureLogitsMatchOnCuda) {
 
 TEST(Gpu, Bf16TrainingLearnsAFixedBatch) {
   if (!have_cuda()) GTEST_SKIP() << "no CUDA device";
-  Decoder model = load_hf_model(std::string(FEDSPLIT_FIXTURES) + "/hf-tiny/llama");
+  Decoder model = load_hf_model(fixtures() + "/hf-tiny/llama");
   model->to(torch::kCUDA);
   model->train();
   std::vector<std::pair<std::string, torch::Tensor>> params;
