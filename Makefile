@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` (set up, build, fetch SOTU, train the quickstart)
+# The two commands of the README: `make demo` (set up, build, fetch SOTU, train the quickstart,
+# replacing an earlier demo run)
 # and `make test` (set up, build, run the default test suite).
 BUILD ?= build
 JOBS ?= $(shell nproc)
@@ -17,7 +18,7 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
-	./$(BUILD)/fedsplit run recipes/quickstart.ini
+	./$(BUILD)/fedsplit run recipes/quickstart.ini --run.overwrite=true
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -L '$(CTEST_LABELS)' -LE '$(CTEST_EXCLUDE)' -j 1

@@ -30,6 +30,13 @@ std::string fixed(double v, int digits) {
   return ss.str();
 }
 
+// Copies a host batch to `device`; on CUDA through pinned memory so the copy does not make the host
+// wait for the work already queued.
+torch::Tensor to_device(const torch::Tensor& t, torch::Device device) {
+  if (!device.is_cuda()) return t;
+  return t.pin_memory().to(device, /*non_blocking=*/true);
+}
+
 NamedTensors all_parameters(torch::nn::Module& model) {
   NamedTensors out;
   for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
@@ -105,8 +112,8 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
     torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(ctx.device));
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
       const Batch batch = data.next_batch();
-      auto ids = batch.input_ids.to(ctx.device);
-      auto targets = batch.targets.to(ctx.device);
+      auto ids = to_device(batch.input_ids, ctx.device);
+      auto targets = to_device(batch.targets, ctx.device);
       torch::Tensor loss;
       {
         compat::AutocastBF16 guard(autocast);
