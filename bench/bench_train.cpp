@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/model/decoder.h"
@@ -16,6 +17,7 @@ int main(int argc, char** argv) {
   int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2;
   std::string device_name = "cpu";
   bool bf16 = false;
+  bool phases = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const std::string v = argv[i + 1];
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
     else if (k == "--threads") threads = std::stoll(v);
     else if (k == "--device") device_name = v;
     else if (k == "--bf16") bf16 = v == "1";
+    else if (k == "--phases") phases = v == "1";
     else {
       std::cerr << "unknown flag " << k << "\n";
       return 2;
@@ -45,22 +48,38 @@ int main(int argc, char** argv) {
   AdamW opt(params, AdamWOptions{});
   // Drawn on the device, as the PyTorch peer does: no host-to-device copy in the timed loop.
   auto gen_ids = [&] { return torch::randint(0, vocab, {B, T + 1}, torch::TensorOptions().dtype(torch::kLong).device(device)); };
+  // With --phases 1 each phase is timed (synchronising the device between phases).
+  std::map<std::string, double> phase_ms;
+  auto mark = [&](const char* name, std::chrono::steady_clock::time_point& t) {
+    if (!phases) return;
+    if (device.is_cuda()) torch::cuda::synchronize();
+    const auto now = std::chrono::steady_clock::now();
+    phase_ms[name] += std::chrono::duration<double, std::milli>(now - t).count();
+    t = now;
+  };
   auto step = [&] {
+    auto t = std::chrono::steady_clock::now();
     auto ids = gen_ids();
     opt.zero_grad();
     torch::Tensor loss;
     {
       compat::AutocastBF16 autocast(bf16 && device.is_cuda());
       auto logits = model->forward(ids.narrow(1, 0, T));
+      mark("forward", t);
       loss = torch::nn::functional::cross_entropy(logits.reshape({-1, vocab}).to(torch::kFloat),
                                                   ids.narrow(1, 1, T).reshape({-1}));
+      mark("loss", t);
     }
     loss.backward();
+    mark("backward", t);
     clip_grad_norm(opt.params(), 1.0);
+    mark("clip", t);
     opt.step(1e-4);
+    mark("optimizer", t);
     return loss;
   };
   for (int64_t i = 0; i < warmup; ++i) step();
+  phase_ms.clear();  // phases are timed over the measured steps only
   if (device.is_cuda()) torch::cuda::synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   torch::Tensor loss;
@@ -71,6 +90,10 @@ int main(int argc, char** argv) {
   nlohmann::json out = {{"impl", "fedsplit"}, {"tokens_per_s", B * T * steps / secs}, {"step_ms", 1e3 * secs / steps},
                         {"params", count_parameters(model)}, {"threads", threads}, {"device", device_name},
                         {"torch", TORCH_VERSION}};
+  if (phases) {
+    for (auto& [name, ms] : phase_ms) ms /= static_cast<double>(steps);
+    out["phase_ms"] = phase_ms;
+  }
   std::cout << out.dump() << std::endl;
   return 0;
 }

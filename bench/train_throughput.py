@@ -10,6 +10,7 @@ for k, v in dict(layers=6, d=256, heads=8, T=256, B=8, vocab=8192, steps=10, thr
 p.add_argument("--device", default="cpu")
 p.add_argument("--bf16", type=int, default=0)
 p.add_argument("--compile", type=int, default=0)
+p.add_argument("--phases", type=int, default=0)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 
@@ -58,20 +59,42 @@ opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_d
 fwd = torch.compile(model) if a.compile else model
 
 
+phase_ms = {}
+
+
+def mark(name, t):
+    """With --phases 1, times each phase (synchronising the device between phases)."""
+    if not a.phases:
+        return t
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    now = time.perf_counter()
+    phase_ms[name] = phase_ms.get(name, 0.0) + 1e3 * (now - t)
+    return now
+
+
 def step():
+    t = time.perf_counter()
     ids = torch.randint(0, a.vocab, (a.B, a.T + 1), device=dev)
     opt.zero_grad(set_to_none=True)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bool(a.bf16) and dev.type == "cuda"):
         logits = fwd(ids[:, :-1])
+        t = mark("forward", t)
         loss = F.cross_entropy(logits.float().reshape(-1, a.vocab), ids[:, 1:].reshape(-1))
+        t = mark("loss", t)
     loss.backward()
+    t = mark("backward", t)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    t = mark("clip", t)
     opt.step()
+    mark("optimizer", t)
     return loss
 
 
-for _ in range(2 if not a.compile else 5):
+warmup = 2 if not a.compile else 5
+for _ in range(warmup):
     step()
+phase_ms.clear()  # phases are timed over the measured steps only
 if dev.type == "cuda":
     torch.cuda.synchronize()
 t0 = time.perf_counter()
@@ -83,4 +106,5 @@ if dev.type == "cuda":
 secs = time.perf_counter() - t0
 print(json.dumps({"impl": "pytorch-compile" if a.compile else "pytorch-eager", "tokens_per_s": a.B * a.T * a.steps / secs,
                   "step_ms": 1e3 * secs / a.steps, "params": sum(p.numel() for p in model.parameters()),
-                  "threads": a.threads, "device": a.device, "torch": torch.__version__}))
+                  "threads": a.threads, "device": a.device, "torch": torch.__version__,
+                  **({"phase_ms": {k: v / a.steps for k, v in phase_ms.items()}} if a.phases else {})}))

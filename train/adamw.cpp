@@ -30,16 +30,19 @@ void AdamW::step(double lr) {
 void AdamW::step_fused(double lr) {
   for (const bool decay : {true, false}) {
     std::vector<at::Tensor> values, grads, avgs, sqs, steps;
+    torch::Tensor step_count;  // one tensor for the whole group: the kernel only reads it
     for (auto& p : params_) {
       if (p.decay != decay || !p.value.grad().defined()) continue;
+      if (!step_count.defined())
+        step_count = torch::full({}, static_cast<double>(steps_), p.value.options().dtype(torch::kFloat));
       values.push_back(p.value);
       grads.push_back(p.value.grad());
       avgs.push_back(p.exp_avg);
       sqs.push_back(p.exp_avg_sq);
-      steps.push_back(torch::full({}, static_cast<double>(steps_), p.value.options().dtype(torch::kFloat)));
+      steps.push_back(step_count);
     }
     if (values.empty()) continue;
-    // The kernel reads the step count (already incremented for this update) from these tensors.
+    // The kernel reads the step count (already incremented for this update) from `steps`.
     at::_fused_adamw_(values, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1, options_.beta2,
                       decay ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
                       /*grad_scale=*/std::nullopt, /*found_inf=*/std::nullopt);
