@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "bench/kernel_profile.h"
 #include "core/model/decoder.h"
 #include "core/util/compat.h"
 #include "train/adamw.h"
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   std::string device_name = "cpu";
   bool bf16 = false;
   bool phases = false;
+  std::string profile;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
     const std::string v = argv[i + 1];
@@ -32,6 +34,7 @@ int main(int argc, char** argv) {
     else if (k == "--device") device_name = v;
     else if (k == "--bf16") bf16 = v == "1";
     else if (k == "--phases") phases = v == "1";
+    else if (k == "--profile") profile = v;
     else {
       std::cerr << "unknown flag " << k << "\n";
       return 2;
@@ -80,6 +83,12 @@ int main(int argc, char** argv) {
   };
   for (int64_t i = 0; i < warmup; ++i) step();
   phase_ms.clear();  // phases are timed over the measured steps only
+  if (!profile.empty()) {
+    // A kernel trace of 3 steps, for comparing with the peer's (bench/compare_traces.py).
+    KernelProfile trace(profile);
+    for (int i = 0; i < 3; ++i) step();
+    if (device.is_cuda()) torch::cuda::synchronize();
+  }
   if (device.is_cuda()) torch::cuda::synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   torch::Tensor loss;

@@ -11,6 +11,7 @@ p.add_argument("--device", default="cpu")
 p.add_argument("--bf16", type=int, default=0)
 p.add_argument("--compile", type=int, default=0)
 p.add_argument("--phases", type=int, default=0)
+p.add_argument("--profile", default="")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 
@@ -95,6 +96,13 @@ warmup = 2 if not a.compile else 5
 for _ in range(warmup):
     step()
 phase_ms.clear()  # phases are timed over the measured steps only
+if a.profile:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    prof.export_chrome_trace(a.profile)
 if dev.type == "cuda":
     torch.cuda.synchronize()
 t0 = time.perf_counter()

@@ -151,10 +151,12 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   const int64_t kv_width = kv_heads_ * head_dim_;
   torch::Tensor q, k, v;  // [B, T, heads, D] views
   if (fused_) {
-    const auto qkv = child_projection(*this, "c_attn").forward(x);
-    q = qkv.narrow(-1, 0, q_width).view({B, T, heads_, head_dim_});
-    k = qkv.narrow(-1, q_width, kv_width).view({B, T, kv_heads_, head_dim_});
-    v = qkv.narrow(-1, q_width + kv_width, kv_width).view({B, T, kv_heads_, head_dim_});
+    // split, not three narrows: its backward is one concatenation, where each narrow's backward
+    // would fill a zero tensor of the full width and the three would then be added.
+    const auto qkv = child_projection(*this, "c_attn").forward(x).split_with_sizes({q_width, kv_width, kv_width}, -1);
+    q = qkv[0].view({B, T, heads_, head_dim_});
+    k = qkv[1].view({B, T, kv_heads_, head_dim_});
+    v = qkv[2].view({B, T, kv_heads_, head_dim_});
   } else {
     q = child_projection(*this, "q_proj").forward(x).view({B, T, heads_, head_dim_});
     k = child_projection(*this, "k_proj").forward(x).view({B, T, kv_heads_, head_dim_});
