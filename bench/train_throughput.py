@@ -54,8 +54,24 @@ class GPT(nn.Module):
         return s.ln_f(x) @ s.wte.weight.t()
 
 
+def init_weights(model):
+    # GPT-2's initialisation, as fedsplit's init_weights: N(0, 0.02), residual projections scaled by
+    # 1/sqrt(2 * layers), zero biases, unit norms. The same numeric regime on both sides matters on
+    # CPU, where denormal numbers from a wider init slow every kernel down.
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            nn.init.zeros_(p)
+        elif "ln" in name:
+            nn.init.ones_(p)
+        else:
+            std = 0.02 / math.sqrt(2 * a.layers) if name.endswith(("c_proj.weight", "mlp_proj.weight")) else 0.02
+            nn.init.normal_(p, 0.0, std)
+
+
 dev = torch.device(a.device)
-model = GPT().to(dev)
+model = GPT()
+init_weights(model)
+model = model.to(dev)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 fwd = torch.compile(model) if a.compile else model
 
