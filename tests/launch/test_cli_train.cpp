@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/launch/cli_helpers.h"
+#include "train/checkpoint.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit::testing;
@@ -85,6 +86,19 @@ TEST(CliTrain, ResumedRunEqualsUninterruptedRun) {
   r = run_fedsplit("run " + (tmp / "b.ini") + " --resume");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("checkpoint.h5"), std::string::npos) << r.output;
+}
+
+TEST(CliTrain, GradientAccumulationRunsEveryMicroBatch) {
+  TempDir tmp("cli_accum");
+  write_text(tmp / "r.ini", tiny_recipe(tmp, tmp / "run"));
+  auto r = run_fedsplit("run " + (tmp / "r.ini") + " --train.grad_accum=3 --train.steps=4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(train_losses(tmp / "run").size(), 4u);
+  // 4 steps of 3 micro-batches each: the checkpoint's data position is at batch 12 of epoch 0.
+  const auto meta = fedsplit::read_checkpoint_meta(tmp / "run/checkpoint.h5");
+  EXPECT_EQ(meta.step, 4);
+  EXPECT_EQ(meta.data_epoch, 0);
+  EXPECT_EQ(meta.data_index, 12);
 }
 
 TEST(CliTrain, RecipeErrorsStopBeforeAnyWork) {
