@@ -63,7 +63,9 @@ void claim_run_dir(const RunOptions& run, const std::string& recipe_ini, bool re
                         "; resume with the same recipe and flags (compare with that file)");
     return;
   }
-  if (!run.overwrite && path_exists(recipe_path)) {
+  // A directory whose run never produced anything (it failed before its first step) is free.
+  const bool has_results = path_exists(ckpt) || path_exists(run.dir + "/metrics.jsonl");
+  if (!run.overwrite && has_results && path_exists(recipe_path)) {
     if (comparable(read_file(recipe_path)) != comparable(recipe_ini))
       throw ConfigError(run.dir + " holds a different run (see " + recipe_path +
                         "): choose another run.dir, or pass --run.overwrite=true to replace it");
