@@ -11,6 +11,7 @@
 #include "core/tokenizer/tokenizer.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "peft/peft_format.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
 
@@ -25,11 +26,12 @@ void set_threads(int64_t threads) {
 }  // namespace
 
 int logits(const Args& args) {
-  std::string model_path, input, out;
+  std::string model_path, adapter, input, out;
   int64_t threads = 0;
   po::options_description flags("logits");
   flags.add_options()
       ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
+      ("adapter", po::value(&adapter), "PEFT LoRA adapter directory to apply (adapter_config.json + adapter_model.safetensors)")
       ("input", po::value(&input)->required(), "safetensors file with an int64 `input_ids` tensor [B, T]")
       ("out", po::value(&out)->required(), "safetensors file to write, holding fp32 `logits` [B, T, vocab]")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0 = all cores)");
@@ -37,6 +39,7 @@ int logits(const Args& args) {
   if (!parse_flags("logits", args, flags, values)) return 0;
   set_threads(threads);
   Decoder model = load_any_model(model_path);
+  if (!adapter.empty()) load_adapter(model, adapter);
   const TensorMap tensors = load_safetensors(input);
   auto it = tensors.find("input_ids");
   if (it == tensors.end()) throw FormatError(input + " has no tensor named input_ids: write the ids under that name");

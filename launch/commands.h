@@ -13,5 +13,6 @@ int data(const Args& args);           ///< fedsplit data prepare --corpus C --ou
 int tokenizer(const Args& args);      ///< fedsplit tokenizer train|encode ...
 int logits(const Args& args);         ///< fedsplit logits --model DIR --input ids.safetensors --out F
 int eval(const Args& args);           ///< fedsplit eval --model M --data D
+int peft(const Args& args);           ///< fedsplit peft merge --model M --adapter A --out DIR
 
 }  // namespace fedsplit::cli

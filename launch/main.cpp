@@ -15,8 +15,9 @@ commands:
   data prepare --corpus NAME|PATH --out FILE.h5       tokenize a corpus into an HDF5 token shard
   tokenizer train --corpus NAME|PATH --out PREFIX     train a SentencePiece tokenizer
   tokenizer encode --tokenizer PATH --text TEXT       print token ids
-  logits --model DIR --input IDS.safetensors --out F  fp32 logits of input_ids
+  logits --model DIR --input IDS --out F [--adapter A] fp32 logits of input_ids (with a LoRA adapter)
   eval --model M --data SHARD.h5                      held-out perplexity of a model
+  peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
 
 Run `fedsplit <command> --help` for a command's options.
 )";
@@ -27,7 +28,7 @@ int main(int argc, char** argv) {
   using namespace fedsplit;
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
-      {"eval", cli::eval}};
+      {"eval", cli::eval}, {"peft", cli::peft}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

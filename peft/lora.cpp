@@ -1,0 +1,213 @@
+#include "peft/lora.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include "core/model/hf.h"
+#include "core/util/error.h"
+
+namespace fedsplit {
+namespace {
+
+bool ends_with_module(const std::string& path, const std::string& name) {
+  if (path == name) return true;
+  return path.size() > name.size() && path.compare(path.size() - name.size(), name.size(), name) == 0 &&
+         path[path.size() - name.size() - 1] == '.';
+}
+
+// PEFT's rule for rank_pattern / alpha_pattern: the first key (here in map order) whose regex
+// matches the whole path after an optional "<anything>." prefix.
+template <typename T>
+const T* pattern_value(const std::map<std::string, T>& patterns, const std::string& path) {
+  for (const auto& [key, value] : patterns) {
+    try {
+      if (std::regex_match(path, std::regex("(.*\\.)?(" + key + ")"))) return &value;
+    } catch (const std::regex_error& e) {
+      throw ConfigError("LoRA pattern key '" + key + "' is not a valid regular expression: " + e.what());
+    }
+  }
+  return nullptr;
+}
+
+std::pair<std::shared_ptr<torch::nn::Module>, std::string> parent_of(Decoder& model, const std::string& path) {
+  const auto dot = path.rfind('.');
+  if (dot == std::string::npos) return {model.ptr(), path};
+  const auto modules = model->named_modules("", /*include_self=*/false);
+  const auto* parent = modules.find(path.substr(0, dot));
+  TORCH_CHECK(parent != nullptr, "no module '", path.substr(0, dot), "'");
+  return {*parent, path.substr(dot + 1)};
+}
+
+}  // namespace
+
+LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank, double a, double p, bool rs)
+    : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()), r(rank), alpha(a), dropout(p), rslora(rs) {
+  TORCH_CHECK(rank > 0, "LoRA rank must be positive, got ", rank);
+  scaling = rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+  torch::NoGradGuard no_grad;
+  // Share the base tensors rather than copying them: a model with LoRA costs only A and B extra.
+  weight.set_data(base.weight.detach());
+  weight.requires_grad_(false);
+  if (bias.defined()) {
+    bias.set_data(base.bias.detach());
+    bias.requires_grad_(false);
+  }
+  const auto options = base.weight.options();
+  lora_A = register_parameter("lora_A", torch::zeros({r, in_features}, options));
+  lora_B = register_parameter("lora_B", torch::zeros({out_features, r}, options));
+}
+
+torch::Tensor LoraProjectionImpl::forward(const torch::Tensor& x) {
+  torch::Tensor y = torch::linear(x, weight, bias);
+  if (merged) return y;
+  const torch::Tensor in = dropout > 0 ? torch::dropout(x, dropout, is_training()) : x;
+  return y + torch::linear(torch::linear(in, lora_A), lora_B) * scaling;
+}
+
+torch::Tensor LoraProjectionImpl::delta_weight() const { return torch::matmul(lora_B, lora_A) * scaling; }
+
+void LoraProjectionImpl::merge() {
+  if (merged) return;
+  torch::NoGradGuard no_grad;
+  weight.add_(delta_weight().to(weight.scalar_type()));
+  merged = true;
+}
+
+void LoraProjectionImpl::unmerge() {
+  if (!merged) return;
+  torch::NoGradGuard no_grad;
+  weight.sub_(delta_weight().to(weight.scalar_type()));
+  merged = false;
+}
+
+void LoraProjectionImpl::pretty_print(std::ostream& stream) const {
+  stream << "fedsplit::LoraProjection(in_features=" << in_features << ", out_features=" << out_features
+         << ", bias=" << (bias.defined() ? "true" : "false") << ", r=" << r << ", alpha=" << alpha
+         << ", dropout=" << dropout << (merged ? ", merged" : "") << ")";
+}
+
+std::vector<std::string> projection_paths(const Decoder& model) {
+  std::vector<std::string> paths;
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    if (dynamic_cast<ProjectionImpl*>(item.value().get())) paths.push_back(item.key());
+  return paths;
+}
+
+std::string hf_module_path(const std::string& path, ModelFamily family) {
+  const std::string name = hf_tensor_name(path + ".weight", family);
+  return name.substr(0, name.size() - std::string(".weight").size());
+}
+
+void apply_lora(Decoder& model, const LoraOptions& o, uint64_t seed) {
+  if (o.r <= 0) throw ConfigError("LoRA r must be positive, got " + std::to_string(o.r));
+  if (!(o.dropout >= 0 && o.dropout < 1)) throw ConfigError("LoRA dropout must be in [0, 1), got " + std::to_string(o.dropout));
+  if (!std::isfinite(o.alpha)) throw ConfigError("LoRA alpha must be finite");
+  if (o.target_modules.empty()) throw ConfigError("LoRA target_modules is empty: name the projections to adapt (e.g. q_proj, v_proj)");
+  if (!lora_modules(model).empty()) throw ConfigError("LoRA is already applied to this model; apply it once");
+
+  const ModelFamily family = model->options.family;
+  const auto paths = projection_paths(model);
+  std::vector<std::string> chosen;
+  for (const auto& target : o.target_modules) {
+    bool found = false;
+    for (const auto& path : paths)
+      if (ends_with_module(hf_module_path(path, family), target)) found = true;
+    if (!found) {
+      std::set<std::string> leaves;
+      for (const auto& path : paths) leaves.insert(path.substr(path.rfind('.') + 1));
+      std::ostringstream names;
+      for (const auto& leaf : leaves) names << (names.tellp() > 0 ? ", " : "") << leaf;
+      throw ConfigError("LoRA target_modules entry '" + target + "' matches no projection of this " +
+                        to_string(family) + " model (its projections: " + names.str() + ")");
+    }
+  }
+  for (const auto& path : paths) {
+    const std::string hf_path = hf_module_path(path, family);
+    for (const auto& target : o.target_modules)
+      if (ends_with_module(hf_path, target)) {
+        chosen.push_back(path);
+        break;
+      }
+  }
+
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.requires_grad_(false);
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (const auto& path : chosen) {
+    const std::string hf_path = hf_module_path(path, family);
+    const int64_t* r = pattern_value(o.rank_pattern, hf_path);
+    const double* alpha = pattern_value(o.alpha_pattern, hf_path);
+    auto [parent, name] = parent_of(model, path);
+    const ProjectionImpl& base = child_projection(*parent, name);
+    LoraProjection lora(base, r ? *r : o.r, alpha ? *alpha : o.alpha, o.dropout, o.rslora);
+    // PEFT: kaiming_uniform_(A, a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)); drawn on the CPU so the
+    // same seed gives the same A on any device.
+    const double bound = 1.0 / std::sqrt(static_cast<double>(lora->in_features));
+    lora->lora_A.copy_(torch::empty(lora->lora_A.sizes(), torch::kFloat32).uniform_(-bound, bound, gen));
+    lora->lora_A.requires_grad_(true);
+    lora->lora_B.requires_grad_(true);
+    lora->train(parent->is_training());
+    parent->replace_module(name, lora);
+  }
+}
+
+std::map<std::string, LoraProjection> lora_modules(const Decoder& model) {
+  std::map<std::string, LoraProjection> out;
+  for (const auto& item : model->named_modules("", /*include_self=*/false))
+    if (auto lora = std::dynamic_pointer_cast<LoraProjectionImpl>(item.value())) out.emplace(item.key(), LoraProjection(lora));
+  return out;
+}
+
+std::map<std::string, torch::Tensor> lora_parameters(const Decoder& model) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [path, lora] : lora_modules(model)) {
+    out.emplace(path + ".lora_A", lora->lora_A);
+    out.emplace(path + ".lora_B", lora->lora_B);
+  }
+  return out;
+}
+
+void merge_lora(Decoder& model) {
+  for (auto& [path, lora] : lora_modules(model)) lora->merge();
+}
+
+void unmerge_lora(Decoder& model) {
+  for (auto& [path, lora] : lora_modules(model)) lora->unmerge();
+}
+
+namespace {
+// Puts a plain Projection over `lora`'s current weight and bias in its place.
+void replace_with_plain(Decoder& model, const std::string& path, const LoraProjection& lora) {
+  torch::NoGradGuard no_grad;
+  Projection plain(lora->in_features, lora->out_features, lora->bias.defined());
+  plain->weight.set_data(lora->weight.detach());
+  plain->weight.requires_grad_(lora->weight.requires_grad());
+  if (plain->bias.defined()) {
+    plain->bias.set_data(lora->bias.detach());
+    plain->bias.requires_grad_(lora->bias.requires_grad());
+  }
+  plain->train(lora->is_training());
+  auto [parent, name] = parent_of(model, path);
+  parent->replace_module(name, plain);
+}
+}  // namespace
+
+void merge_and_unload(Decoder& model) {
+  for (auto& [path, lora] : lora_modules(model)) {
+    lora->merge();
+    replace_with_plain(model, path, lora);
+  }
+}
+
+void unload_lora(Decoder& model) {
+  for (auto& [path, lora] : lora_modules(model)) {
+    lora->unmerge();
+    replace_with_plain(model, path, lora);
+  }
+}
+
+}  // namespace fedsplit

@@ -1,0 +1,3 @@
+set(PEFT_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/lora.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp)
