@@ -2,13 +2,14 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <thread>
 
 #include "core/data/dataset.h"
 #include "core/data/prepare.h"
 #include "core/io/safetensors.h"
 #include "core/model/decoder.h"
 #include "core/tokenizer/tokenizer.h"
+#include "core/util/fs.h"
+#include "core/util/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
 #include "peft/peft_format.h"
@@ -18,13 +19,6 @@
 namespace po = boost::program_options;
 
 namespace fedsplit::cli {
-namespace {
-void set_threads(int64_t threads) {
-  torch::set_num_threads(threads > 0 ? static_cast<int>(threads)
-                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-}
-}  // namespace
-
 int logits(const Args& args) {
   std::string model_path, adapter, input, out;
   int64_t threads = 0;
@@ -37,7 +31,7 @@ int logits(const Args& args) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0 = all cores)");
   po::variables_map values;
   if (!parse_flags("logits", args, flags, values)) return 0;
-  set_threads(threads);
+  set_cpu_threads(threads);
   Decoder model = load_any_model(model_path);
   if (!adapter.empty()) load_adapter(model, adapter);
   const TensorMap tensors = load_safetensors(input);
@@ -80,10 +74,10 @@ int eval(const Args& args) {
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0 = all cores)");
   po::variables_map values;
   if (!parse_flags("eval", args, flags, values)) return 0;
-  set_threads(threads);
+  set_cpu_threads(threads);
   Decoder model = load_any_model(model_path);
   std::vector<std::string> shards;
-  if (d.corpus.size() > 3 && d.corpus.substr(d.corpus.size() - 3) == ".h5") {
+  if (has_suffix(d.corpus, ".h5")) {
     shards = {d.corpus};
   } else {
     // A model directory holds its tokenizer; a checkpoint's run directory does too.

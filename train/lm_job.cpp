@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
-#include <thread>
 
 #include "core/config/recipe.h"
 #include "core/data/dataset.h"
@@ -12,6 +11,7 @@
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "core/util/log.h"
+#include "core/util/threads.h"
 #include "train/model_io.h"
 
 namespace fedsplit {
@@ -80,7 +80,7 @@ void claim_run_dir(const RunOptions& run, const std::string& recipe_ini, bool re
 // Copies the tokenizer file into `dir` under the name load_tokenizer looks for in a directory.
 void copy_tokenizer(const Tokenizer& tokenizer, const std::string& dir) {
   const std::string& src = tokenizer.path();
-  const bool is_json = src.size() > 5 && src.compare(src.size() - 5, 5, ".json") == 0;
+  const bool is_json = has_suffix(src, ".json");
   const std::string dst = dir + (is_json ? "/tokenizer.json" : "/tokenizer.model");
   write_atomically(dst, [&](const std::string& tmp) {
     std::filesystem::copy_file(src, tmp, std::filesystem::copy_options::overwrite_existing);
@@ -114,8 +114,7 @@ void bind_lm_job(Recipe& r, LmJobOptions& o) {
 }
 
 TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume) {
-  torch::set_num_threads(o.run.threads > 0 ? static_cast<int>(o.run.threads)
-                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  set_cpu_threads(o.run.threads);
   torch::manual_seed(static_cast<uint64_t>(o.run.seed));
   const torch::Device device = pick_device(o.run.device);
   claim_run_dir(o.run, recipe_ini, resume);

@@ -4,12 +4,13 @@
 
 #include "core/model/hf.h"
 #include "core/util/error.h"
+#include "core/util/fs.h"
 #include "train/checkpoint.h"
 
 namespace fedsplit {
 
 Decoder load_any_model(const std::string& path) {
-  const bool is_checkpoint = path.size() > 3 && path.compare(path.size() - 3, 3, ".h5") == 0;
+  const bool is_checkpoint = has_suffix(path, ".h5");
   if (!is_checkpoint) return load_hf_model(path);
   const CheckpointMeta meta = read_checkpoint_meta(path);
   nlohmann::json config;

@@ -42,7 +42,7 @@ std::vector<std::string> json_files_from_list(const std::string& package_dir) {
   for (const auto& item : list) {
     if (!item.is_string()) throw FormatError(list_path + ": expected only file names");
     std::string name = item.get<std::string>();
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, ".txt") == 0) name = name.substr(0, name.size() - 4) + ".json";
+    if (has_suffix(name, ".txt")) name = name.substr(0, name.size() - 4) + ".json";
     out.push_back(package_dir + "/data/" + name);
   }
   return out;

@@ -21,4 +21,9 @@ void make_dirs(const std::string& path);
 
 bool path_exists(const std::string& path);
 
+/// True if `path` ends with `suffix` (e.g. ".h5") and has something before it.
+inline bool has_suffix(const std::string& path, const std::string& suffix) {
+  return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 }  // namespace fedsplit
