@@ -53,7 +53,7 @@ int logits(const Args& args) {
 }
 
 int eval(const Args& args) {
-  std::string model_path;
+  std::string model_path, adapter;
   DataOptions d;
   int64_t threads = 0, seed = 1234, max_batches = 0;
   d.seq_len = 256;
@@ -61,6 +61,7 @@ int eval(const Args& args) {
   po::options_description flags("eval");
   flags.add_options()
       ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
+      ("adapter", po::value(&adapter), "PEFT adapter directory to apply (e.g. a fine-tuning run's adapter/)")
       ("data", po::value(&d.corpus)->required(), "token shard (.h5), or a corpus name/path to tokenize with the model's tokenizer")
       ("tokenizer", po::value(&d.tokenizer), "tokenizer for a corpus (default: the one in the model's directory)")
       ("seq-len", po::value(&d.seq_len)->default_value(d.seq_len), "tokens per evaluated window")
@@ -76,6 +77,7 @@ int eval(const Args& args) {
   if (!parse_flags("eval", args, flags, values)) return 0;
   set_cpu_threads(threads);
   Decoder model = load_any_model(model_path);
+  if (!adapter.empty()) load_adapter(model, adapter);
   std::vector<std::string> shards;
   if (has_suffix(d.corpus, ".h5")) {
     shards = {d.corpus};

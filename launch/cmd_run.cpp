@@ -6,6 +6,7 @@
 #include "core/util/log.h"
 #include "launch/commands.h"
 #include "launch/embedded_recipes.h"
+#include "peft/method.h"
 #include "train/lm_job.h"
 
 namespace fedsplit::cli {
@@ -31,6 +32,8 @@ int run(const Args& args) {
   Recipe recipe;
   LmJobOptions options;
   bind_lm_job(recipe, options);
+  PeftOptions peft;
+  bind_peft_options(recipe, peft);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -45,7 +48,8 @@ int run(const Args& args) {
   }
   if (options.run.mode != "train")
     throw ConfigError("run.mode = " + options.run.mode + " is not available in this build");
-  const TrainResult result = run_lm_job(options, recipe.to_ini(), resume);
+  const auto adaptation = peft_adaptation(peft);
+  const TrainResult result = run_lm_job(options, recipe.to_ini(), resume, adaptation ? &*adaptation : nullptr);
   log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
   return 0;
 }

@@ -6,7 +6,8 @@
 //                                 step (optimizer steps completed), data_epoch, data_index
 //                                 (position of the next batch), recipe (resolved INI text),
 //                                 model_config (HF config.json text), extra (JSON text)
-//   /model/<param name>    every trainable or frozen parameter, fp32 (or its stored dtype)
+//   /model/<param name>    every trainable parameter, fp32 (or its stored dtype); a PEFT run's
+//                          checkpoint holds only the adapter (extra names "adapter", "base_model")
 //   /optimizer             attr steps; /optimizer/<param name>/{exp_avg, exp_avg_sq}
 //   /rng/cpu               uint8 state of the default CPU generator
 //   /rng/cuda              uint8 state of the current CUDA generator (when CUDA is used)

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 
 #include "core/config/recipe.h"
@@ -11,6 +12,7 @@
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "core/util/log.h"
+#include "core/util/memory.h"
 #include "core/util/threads.h"
 #include "train/model_io.h"
 
@@ -87,6 +89,20 @@ void copy_tokenizer(const Tokenizer& tokenizer, const std::string& dir) {
   });
 }
 
+int64_t tensor_bytes(const torch::nn::Module& model) {
+  int64_t bytes = 0;
+  for (const auto& p : model.parameters()) bytes += p.numel() * static_cast<int64_t>(p.element_size());
+  for (const auto& b : model.buffers()) bytes += b.numel() * static_cast<int64_t>(b.element_size());
+  return bytes;
+}
+
+int64_t trainable_count(const torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters())
+    if (p.requires_grad()) n += p.numel();
+  return n;
+}
+
 }  // namespace
 
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
@@ -113,7 +129,11 @@ void bind_lm_job(Recipe& r, LmJobOptions& o) {
   bind_train_options(r, o.train);
 }
 
-TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume) {
+TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume,
+                       const ModelAdaptation* adaptation) {
+  if (adaptation && o.model.init.empty())
+    throw ConfigError("peft.method = " + adaptation->method +
+                      " fine-tunes a trained model: set model.init to its HF directory (e.g. runs/pretrain-base/model)");
   set_cpu_threads(o.run.threads);
   torch::manual_seed(static_cast<uint64_t>(o.run.seed));
   const torch::Device device = pick_device(o.run.device);
@@ -137,8 +157,18 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
     throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +
                       std::to_string(model->options.max_position) + ": lower data.seq_len");
   model->to(device);
-  log_info("model: ", to_string(model->options.family), ", ", count_parameters(model), " parameters, on ",
-           device.str(), ", ", torch::get_num_threads(), " threads");
+  const int64_t parameters = count_parameters(model);
+  auto logits = [&](const torch::Tensor& ids) { return model->forward(ids); };
+  double base_val_loss = std::nan("");
+  if (adaptation) {
+    model->eval();
+    base_val_loss = evaluate_loss(logits, data.val_batches(o.train.eval_batches), device, o.train.bf16);
+    log_info("base model ", o.model.init, ": held-out loss ", base_val_loss, " perplexity ", std::exp(base_val_loss));
+    adaptation->apply(model, static_cast<uint64_t>(o.run.seed));
+  }
+  const int64_t trainable = trainable_count(*model);
+  log_info("model: ", to_string(model->options.family), ", ", parameters, " parameters (", trainable, " train, ",
+           100.0 * trainable / parameters, "%), on ", device.str(), ", ", torch::get_num_threads(), " threads");
 
   RunContext ctx;
   ctx.run_dir = o.run.dir;
@@ -147,20 +177,45 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   ctx.model_config = config_to_hf(model->options).dump(2);
   ctx.resume = resume;
   ctx.stop_after = o.run.stop_after;
-  auto logits = [&](const torch::Tensor& ids) { return model->forward(ids); };
+  if (adaptation) {
+    ctx.adapter = adaptation->method;
+    ctx.base_model = o.model.init;
+  }
   const TrainResult result = train_language_model(*model, logits, data, o.train, ctx);
   if (result.steps < o.train.steps) {
     log_info("stopped after step ", result.steps, " of ", o.train.steps, " (run.stop_after): continue with --resume");
     return result;
   }
 
-  // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
-  const std::string out = o.run.dir + "/model";
-  make_dirs(out);
+  nlohmann::json summary{{"steps", result.steps},
+                         {"val_loss", result.val_loss},
+                         {"val_ppl", std::exp(result.val_loss)},
+                         {"parameters", parameters},
+                         {"trainable_parameters", trainable},
+                         {"trainable_fraction", static_cast<double>(trainable) / parameters},
+                         {"model_tensor_bytes", tensor_bytes(*model)},
+                         {"tokens_per_s", result.tokens_per_second},
+                         {"peak_host_memory_bytes", peak_host_memory_bytes()},
+                         {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
   model->to(torch::kCPU);
-  save_hf_model(model, out);
-  copy_tokenizer(*tokenizer, out);
-  log_info("saved the model and tokenizer to ", out);
+  if (adaptation) {
+    // The adapter alone: the base model stays where model.init names it.
+    const std::string out = o.run.dir + "/adapter";
+    adaptation->save(model, out);
+    summary.update({{"method", adaptation->method}, {"base_model", o.model.init}, {"base_val_loss", base_val_loss},
+                    {"base_val_ppl", std::exp(base_val_loss)}});
+    log_info("held-out perplexity ", std::exp(base_val_loss), " (base) -> ", std::exp(result.val_loss),
+             "; saved the adapter to ", out, " (fold it in with: fedsplit peft merge --model ", o.model.init,
+             " --adapter ", out, " --out DIR)");
+  } else {
+    // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
+    const std::string out = o.run.dir + "/model";
+    make_dirs(out);
+    save_hf_model(model, out);
+    copy_tokenizer(*tokenizer, out);
+    log_info("saved the model and tokenizer to ", out);
+  }
+  write_text_atomically(o.run.dir + "/summary.json", summary.dump(2) + "\n");
   return result;
 }
 

@@ -1,9 +1,11 @@
 // The `train` job of `fedsplit run`: a causal language model trained on prepared corpora, from
 // scratch or from a HF model, ending with the model saved in HF format in the run directory.
 #pragma once
+#include <functional>
 #include <string>
 
 #include "core/data/prepare.h"
+#include "core/model/decoder.h"
 #include "train/options.h"
 #include "train/trainer.h"
 
@@ -43,11 +45,23 @@ struct LmJobOptions {
   TrainOptions train;
 };
 
+/// A fine-tuning method applied between loading the model and training; peft/ supplies one per
+/// [peft] method. Without one every parameter trains and the whole model is saved.
+struct ModelAdaptation {
+  std::string method;                                               ///< e.g. "lora": for logs and checkpoints
+  std::function<void(Decoder& model, uint64_t seed)> apply;         ///< on the model's device; freezes the base
+  std::function<void(const Decoder& model, const std::string& dir)> save;  ///< writes the adapter to dir
+};
+
 /// Registers every key of the train job ([run], [model], [data], [train]).
 void bind_lm_job(Recipe& recipe, LmJobOptions& options);
 
 /// Runs the job. `recipe_ini` is the resolved recipe, compared against the run directory's so that
-/// a different run is never overwritten by accident.
-TrainResult run_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume);
+/// a different run is never overwritten by accident. With `adaptation`, the job fine-tunes
+/// model.init (required): it evaluates the base model first, trains the adapter only and saves it
+/// to <run.dir>/adapter. Every finished run writes <run.dir>/summary.json (losses, parameter
+/// counts, peak memory).
+TrainResult run_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume,
+                       const ModelAdaptation* adaptation = nullptr);
 
 }  // namespace fedsplit

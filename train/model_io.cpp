@@ -13,6 +13,11 @@ Decoder load_any_model(const std::string& path) {
   const bool is_checkpoint = has_suffix(path, ".h5");
   if (!is_checkpoint) return load_hf_model(path);
   const CheckpointMeta meta = read_checkpoint_meta(path);
+  const auto extra = nlohmann::json::parse(meta.extra, nullptr, /*allow_exceptions=*/false);
+  if (extra.is_object() && extra.contains("adapter"))
+    throw ConfigError(path + " holds only the " + extra["adapter"].get<std::string>() + " adapter of a fine-tuning run on " +
+                      extra.value("base_model", std::string("its base model")) +
+                      ": load that base model with the run's adapter/ directory (--model BASE --adapter RUN_DIR/adapter)");
   nlohmann::json config;
   try {
     config = nlohmann::json::parse(meta.model_config);

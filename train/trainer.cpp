@@ -37,9 +37,12 @@ torch::Tensor to_device(const torch::Tensor& t, torch::Device device) {
   return t.pin_memory().to(device, /*non_blocking=*/true);
 }
 
-NamedTensors all_parameters(torch::nn::Module& model) {
+// What trains is what the optimizer and checkpoints hold: frozen parameters (a PEFT method's base)
+// come from the model the run starts from.
+NamedTensors trainable_parameters(torch::nn::Module& model) {
   NamedTensors out;
-  for (const auto& item : model.named_parameters()) out.emplace_back(item.key(), item.value());
+  for (const auto& item : model.named_parameters())
+    if (item.value().requires_grad()) out.emplace_back(item.key(), item.value());
   return out;
 }
 
@@ -63,7 +66,7 @@ double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batche
 TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
                                  const TrainOptions& o, const RunContext& ctx) {
   const std::string ckpt_path = ctx.run_dir + "/checkpoint.h5";
-  NamedTensors params = all_parameters(model);
+  NamedTensors params = trainable_parameters(model);
   AdamW optimizer(params, AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
   if (optimizer.params().empty()) throw ConfigError("the model has no trainable parameters: nothing to train");
 
@@ -86,7 +89,9 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
     meta.data_index = pos.index;
     meta.recipe = ctx.recipe_ini;
     meta.model_config = ctx.model_config;
-    meta.extra = nlohmann::json{{"val_loss", val_loss}}.dump();
+    nlohmann::json extra{{"val_loss", val_loss}};
+    if (!ctx.adapter.empty()) extra.update({{"adapter", ctx.adapter}, {"base_model", ctx.base_model}});
+    meta.extra = extra.dump();
     save_checkpoint(ckpt_path, params, &optimizer, meta, ctx.device.is_cuda());
   };
   auto evaluate = [&](int64_t step) {

@@ -21,6 +21,8 @@ struct RunContext {
   std::string model_config;      ///< HF config.json text of the model, stored in checkpoints
   bool resume = false;           ///< continue from <run_dir>/checkpoint.h5
   int64_t stop_after = 0;        ///< return after this many steps in total, checkpointed (0 = never)
+  std::string adapter;           ///< PEFT method whose parameters alone train (empty = whole model)
+  std::string base_model;        ///< the frozen model the adapter belongs to (with `adapter`)
 };
 
 struct TrainResult {
@@ -38,6 +40,7 @@ double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batche
                      bool bf16 = false);
 
 /// Trains the parameters of `model` that require gradients on `data`; `logits_fn` runs the model.
+/// Checkpoints hold those parameters only (with `context.adapter` set, the checkpoint says so).
 TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
                                  const TrainOptions& options, const RunContext& context);
 

@@ -1,0 +1,136 @@
+// labels: unit
+// Fine-tuning through the executable: a tiny base model, then LoRA from a recipe's [peft] section.
+// Only the adapter trains, is checkpointed and saved; the held-out loss falls below the base's;
+// a stopped run resumes exactly; and the recipe errors name their key.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/io/hdf5.h"
+#include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+std::string data_section(const TempDir& tmp) {
+  return "[data]\ncorpus = " + fixtures() + "/hf-tiny/tokenizers/training-text.txt\ntokenizer = " + fixtures() +
+         "/hf-tiny/tokenizers/spm-bpe.model\nseq_len = 32\nbatch_size = 4\nval_fraction = 0.1\ncache_dir = " +
+         (tmp / "cache") + "\n\n";
+}
+
+// A tiny llama trained for a few steps: a base that fine-tuning can still improve.
+std::string base_recipe(const TempDir& tmp) {
+  return "[run]\ndir = " + (tmp / "base") + "\nseed = 7\nthreads = 1\n\n" + data_section(tmp) +
+         "[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"
+         "[train]\nsteps = 40\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n";
+}
+
+std::string lora_recipe(const TempDir& tmp, const std::string& run_dir) {
+  return "[run]\ndir = " + run_dir + "\nseed = 3\nthreads = 1\n\n" + data_section(tmp) + "[model]\ninit = " +
+         (tmp / "base/model") +
+         "\n\n[peft]\nmethod = lora\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = q_proj v_proj down_proj\n"
+         "rank_pattern = down_proj=2\n\n"
+         "[train]\nsteps = 24\nlr = 1e-2\nwarmup_steps = 2\nweight_decay = 0\neval_every = 12\neval_batches = 2\n"
+         "checkpoint_every = 0\n";
+}
+
+std::vector<std::string> train_losses(const std::string& run_dir) {
+  std::vector<std::string> out;
+  std::istringstream in(read_text(run_dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == "train") out.push_back(j["loss"].dump());
+  }
+  return out;
+}
+
+class CliFinetune : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("cli_finetune");
+    write_text(*tmp_ / "base.ini", base_recipe(*tmp_));
+    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+  static TempDir* tmp_;
+};
+TempDir* CliFinetune::tmp_ = nullptr;
+
+}  // namespace
+
+TEST_F(CliFinetune, LoraTrainsOnlyTheAdapterAndBeatsTheBase) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "lora.ini", lora_recipe(tmp, tmp / "lora"));
+  auto r = run_fedsplit("run " + (tmp / "lora.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  // d = 32, kv = 16 (2 kv heads of 8), MLP 128 (llama's default for 32 is 8/3·32 rounded up to 64s):
+  // q_proj r4 (32+32), v_proj r4 (32+16), down_proj r2 (128+32), per layer, 2 layers.
+  const auto summary = nlohmann::json::parse(read_text(tmp / "lora/summary.json"));
+  const int64_t intermediate = nlohmann::json::parse(read_text(tmp / "base/model/config.json"))["intermediate_size"];
+  const int64_t expected = 2 * (4 * (32 + 32) + 4 * (32 + 16) + 2 * (intermediate + 32));
+  EXPECT_EQ(summary["trainable_parameters"].get<int64_t>(), expected);
+  EXPECT_LT(summary["trainable_fraction"].get<double>(), 0.05);
+  // The base (40 steps) still has much to learn; rank-4 adapters on three projections recover a
+  // little of it in 24 steps (measured: held-out perplexity 382.8 -> 379.8). Deterministic on CPU.
+  EXPECT_LT(summary["val_loss"].get<double>(), summary["base_val_loss"].get<double>() - 0.005) << summary.dump();
+  EXPECT_GT(summary["peak_host_memory_bytes"].get<int64_t>(), 0);
+  EXPECT_EQ(summary["method"], "lora");
+
+  // The checkpoint holds the adapter and its optimizer state only, and says whose adapter it is.
+  const auto ckpt = fedsplit::h5::Group::open_file(tmp / "lora/checkpoint.h5");
+  const auto names = ckpt.group("model").children();
+  EXPECT_EQ(names.size(), 12u);  // 2 layers x 3 projections x {lora_A, lora_B}
+  for (const auto& name : names) EXPECT_NE(name.find("lora_"), std::string::npos) << name;
+  r = run_fedsplit("eval --model " + (tmp / "lora/checkpoint.h5") + " --data x.txt");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.output.find("holds only the lora adapter"), std::string::npos) << r.output;
+
+  // The saved adapter on its base evaluates to the run's final held-out loss (same batches).
+  const std::string eval_args = " --data " + fixtures() + "/hf-tiny/tokenizers/training-text.txt --tokenizer " +
+                                fixtures() + "/hf-tiny/tokenizers/spm-bpe.model --seq-len 32 --batch-size 4 "
+                                "--val-fraction 0.1 --seed 3 --max-batches 2 --threads 1 --cache " + (tmp / "cache");
+  r = run_fedsplit("eval --model " + (tmp / "base/model") + " --adapter " + (tmp / "lora/adapter") + eval_args);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const double reloaded = std::stod(r.output.substr(r.output.find("loss ") + 5));
+  EXPECT_NEAR(reloaded, summary["val_loss"].get<double>(), 1e-5);
+  EXPECT_FALSE(std::filesystem::exists(tmp / "lora/model")) << "a PEFT run saves the adapter, not a model copy";
+}
+
+TEST_F(CliFinetune, StoppedLoraRunResumesExactly) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "a.ini", lora_recipe(tmp, tmp / "a"));
+  write_text(tmp / "b.ini", lora_recipe(tmp, tmp / "b"));
+  auto r = run_fedsplit("run " + (tmp / "a.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "b.ini") + " --run.stop_after=11");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "b.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(train_losses(tmp / "b"), train_losses(tmp / "a"));
+  EXPECT_EQ(read_text(tmp / "a/adapter/adapter_model.safetensors"), read_text(tmp / "b/adapter/adapter_model.safetensors"));
+}
+
+TEST_F(CliFinetune, PeftRecipeErrorsNameTheKey) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "e.ini", lora_recipe(tmp, tmp / "e"));
+  const std::string run = "run " + (tmp / "e.ini") + " ";
+  auto r = run_fedsplit(run + "--model.init=");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("model.init"), std::string::npos) << r.output;
+
+  r = run_fedsplit(run + "--peft.target_modules=c_attn");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("'c_attn' matches no projection"), std::string::npos) << r.output;
+
+  r = run_fedsplit(run + "--peft.rank_pattern=q_proj");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("peft.rank_pattern"), std::string::npos) << r.output;
+
+  r = run_fedsplit(run + "--peft.method=adalora");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("peft.method"), std::string::npos) << r.output;
+}
