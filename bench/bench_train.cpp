@@ -1,5 +1,6 @@
 // Training throughput of a GPT-2-shaped Decoder on random tokens: forward, backward, clip, AdamW.
 // Prints one JSON line; bench/run compares it with bench/train_throughput.py (PyTorch eager).
+// With --lora R only rank-R LoRA adapters on the attention projections train (bench/peft).
 #include <torch/torch.h>
 
 #include <chrono>
@@ -10,12 +11,14 @@
 #include "bench/kernel_profile.h"
 #include "core/model/decoder.h"
 #include "core/util/compat.h"
+#include "core/util/memory.h"
+#include "peft/lora.h"
 #include "train/adamw.h"
 
 using namespace fedsplit;
 
 int main(int argc, char** argv) {
-  int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2;
+  int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2, lora = 0;
   std::string device_name = "cpu";
   bool bf16 = false;
   bool phases = false;
@@ -35,6 +38,7 @@ int main(int argc, char** argv) {
     else if (k == "--bf16") bf16 = v == "1";
     else if (k == "--phases") phases = v == "1";
     else if (k == "--profile") profile = v;
+    else if (k == "--lora") lora = std::stoll(v);
     else {
       std::cerr << "unknown flag " << k << "\n";
       return 2;
@@ -44,6 +48,13 @@ int main(int argc, char** argv) {
   const torch::Device device(device_name);
   const DecoderConfig c = family_config(ModelFamily::gpt2, vocab, d, layers, heads, heads, 4 * d, T);
   Decoder model(c);
+  if (lora > 0) {
+    LoraOptions o;
+    o.r = lora;
+    o.alpha = 2.0 * lora;
+    o.target_modules = {"attn.c_attn", "attn.c_proj"};
+    apply_lora(model, o, 0);
+  }
   model->to(device);
   model->train();
   std::vector<std::pair<std::string, torch::Tensor>> params;
@@ -96,9 +107,12 @@ int main(int argc, char** argv) {
   loss.item<double>();
   if (device.is_cuda()) torch::cuda::synchronize();
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  nlohmann::json out = {{"impl", "fedsplit"}, {"tokens_per_s", B * T * steps / secs}, {"step_ms", 1e3 * secs / steps},
-                        {"params", count_parameters(model)}, {"threads", threads}, {"device", device_name},
-                        {"torch", TORCH_VERSION}};
+  int64_t trainable = 0;
+  for (const auto& p : opt.params()) trainable += p.value.numel();
+  nlohmann::json out = {{"impl", "fedsplit"}, {"method", lora > 0 ? "lora" : "full"}, {"tokens_per_s", B * T * steps / secs},
+                        {"step_ms", 1e3 * secs / steps}, {"params", count_parameters(model)}, {"trainable", trainable},
+                        {"peak_host_bytes", peak_host_memory_bytes()}, {"peak_cuda_bytes", peak_cuda_memory_bytes()},
+                        {"threads", threads}, {"device", device_name}, {"torch", TORCH_VERSION}};
   if (phases) {
     for (auto& [name, ms] : phase_ms) ms /= static_cast<double>(steps);
     out["phase_ms"] = phase_ms;

@@ -1,11 +1,12 @@
-"""PyTorch eager peer for bench_train: the same GPT-2-shaped model, batch and optimizer, in Python."""
-import argparse, json, math, time
+"""PyTorch eager peer for bench_train: the same GPT-2-shaped model, batch and optimizer, in Python.
+With --lora R only rank-R LoRA adapters on the attention projections train, as in bench_train."""
+import argparse, json, math, resource, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 p = argparse.ArgumentParser()
-for k, v in dict(layers=6, d=256, heads=8, T=256, B=8, vocab=8192, steps=10, threads=2).items():
+for k, v in dict(layers=6, d=256, heads=8, T=256, B=8, vocab=8192, steps=10, threads=2, lora=0).items():
     p.add_argument(f"--{k}", type=int, default=v)
 p.add_argument("--device", default="cpu")
 p.add_argument("--bf16", type=int, default=0)
@@ -68,11 +69,29 @@ def init_weights(model):
             nn.init.normal_(p, 0.0, std)
 
 
+class LoRA(nn.Module):
+    """y = base(x) + (alpha / r) * (x A^T) B^T with the base frozen, as PEFT's LoRA Linear."""
+
+    def __init__(s, base, r):
+        super().__init__()
+        s.base, s.scale = base, 2.0
+        s.A = nn.Parameter(torch.empty(r, base.in_features).uniform_(-base.in_features ** -0.5, base.in_features ** -0.5))
+        s.B = nn.Parameter(torch.zeros(base.out_features, r))
+
+    def forward(s, x):
+        return s.base(x) + (x @ s.A.t()) @ s.B.t() * s.scale
+
+
 dev = torch.device(a.device)
 model = GPT()
 init_weights(model)
+if a.lora:
+    model.requires_grad_(False)
+    for b in model.h:
+        b.c_attn, b.c_proj = LoRA(b.c_attn, a.lora), LoRA(b.c_proj, a.lora)
 model = model.to(dev)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+trainable = [p for p in model.parameters() if p.requires_grad]
+opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 fwd = torch.compile(model) if a.compile else model
 
 
@@ -101,7 +120,7 @@ def step():
         t = mark("loss", t)
     loss.backward()
     t = mark("backward", t)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
     t = mark("clip", t)
     opt.step()
     mark("optimizer", t)
@@ -128,7 +147,10 @@ loss.item()
 if dev.type == "cuda":
     torch.cuda.synchronize()
 secs = time.perf_counter() - t0
-print(json.dumps({"impl": "pytorch-compile" if a.compile else "pytorch-eager", "tokens_per_s": a.B * a.T * a.steps / secs,
-                  "step_ms": 1e3 * secs / a.steps, "params": sum(p.numel() for p in model.parameters()),
+print(json.dumps({"impl": "pytorch-compile" if a.compile else "pytorch-eager", "method": "lora" if a.lora else "full",
+                  "tokens_per_s": a.B * a.T * a.steps / secs, "step_ms": 1e3 * secs / a.steps,
+                  "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable),
+                  "peak_host_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                  "peak_cuda_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else -1,
                   "threads": a.threads, "device": a.device, "torch": torch.__version__,
                   **({"phase_ms": {k: v / a.steps for k, v in phase_ms.items()}} if a.phases else {})}))
