@@ -1,3 +1,5 @@
 set(PEFT_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/bottleneck.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/prefix.cpp)
