@@ -69,8 +69,30 @@ torch::Tensor DecoderImpl::run_layers(torch::Tensor h, int64_t begin, int64_t en
   TORCH_CHECK(h.dim() == 3 && h.size(2) == options.hidden_size, "hidden states must be [batch, time, ",
               options.hidden_size, "], got ", h.sizes());
   const auto [cos, sin] = rope_for(position_offset, h.size(1), h);
-  for (int64_t i = begin; i < end; ++i) h = layers_->ptr<BlockImpl>(static_cast<size_t>(i))->forward(h, cos, sin);
+  if (!prefix_.defined()) {
+    for (int64_t i = begin; i < end; ++i) h = layers_->ptr<BlockImpl>(static_cast<size_t>(i))->forward(h, cos, sin);
+    return h;
+  }
+  // Sliced from the packed tensor at every call (not once when set), so that autograd reaches it and
+  // an optimizer's in-place update or a move to another device is seen.
+  const int64_t kv_heads = options.num_kv_heads;
+  const int64_t head_dim = options.head_dim;
+  const auto per_layer = prefix_.to(h.options()).reshape({prefix_length(), num_layers(), 2, kv_heads, head_dim});
+  for (int64_t i = begin; i < end; ++i) {
+    const auto pair = per_layer.select(1, i).permute({1, 2, 0, 3});  // [2, kv_heads, P, head_dim]
+    h = layers_->ptr<BlockImpl>(static_cast<size_t>(i))->forward(h, cos, sin, pair[0], pair[1]);
+  }
   return h;
+}
+
+void DecoderImpl::set_prefix_key_values(torch::Tensor packed) {
+  if (packed.defined()) {
+    const int64_t width = num_layers() * 2 * options.num_kv_heads * options.head_dim;
+    TORCH_CHECK(packed.dim() == 2 && packed.size(0) > 0 && packed.size(1) == width,
+                "prefix key/values must be [P, ", width, "] (num_layers * 2 * kv_heads * head_dim), got ",
+                packed.sizes());
+  }
+  prefix_ = std::move(packed);
 }
 
 torch::Tensor DecoderImpl::head(const torch::Tensor& h) {
@@ -79,8 +101,10 @@ torch::Tensor DecoderImpl::head(const torch::Tensor& h) {
   return child_projection(*this, "lm_head").forward(normed);
 }
 
-torch::Tensor DecoderImpl::forward(const torch::Tensor& input_ids) {
-  return head(run_layers(embed(input_ids), 0, num_layers()));
+torch::Tensor DecoderImpl::forward(const torch::Tensor& input_ids) { return forward(input_ids, prefix_length()); }
+
+torch::Tensor DecoderImpl::forward(const torch::Tensor& input_ids, int64_t position_offset) {
+  return head(run_layers(embed(input_ids, position_offset), 0, num_layers(), position_offset));
 }
 
 void DecoderImpl::init_weights(uint64_t seed) {

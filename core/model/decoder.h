@@ -29,14 +29,19 @@ class DecoderImpl : public torch::nn::Module {
   /// init_weights(0); without, they are left uninitialised for a loader to fill.
   explicit DecoderImpl(const DecoderConfig& config, bool init = true);
 
-  /// Logits [B, T, vocab] for token ids [B, T] (int64), positions 0 .. T-1.
+  /// Logits [B, T, vocab] for token ids [B, T] (int64) at positions P .. P+T-1, P = prefix_length()
+  /// (0 without prefix key/values): the tokens follow the prefix, as in transformers with a past of
+  /// length P.
   torch::Tensor forward(const torch::Tensor& input_ids);
+  /// Logits for ids whose first token sits at position_offset.
+  torch::Tensor forward(const torch::Tensor& input_ids, int64_t position_offset);
 
   /// Token (+ learned position) embeddings [B, T, hidden] of ids [B, T] at positions
   /// position_offset .. position_offset + T - 1.
   torch::Tensor embed(const torch::Tensor& input_ids, int64_t position_offset = 0);
   /// Runs blocks begin .. end-1 on hidden states h [B, T, hidden] whose first token sits at
-  /// position_offset. Attention sees only these T tokens (no cache).
+  /// position_offset. Attention sees these T tokens and the prefix key/values, if set (pass
+  /// prefix_length() as position_offset, to embed too, for the positions forward uses).
   torch::Tensor run_layers(torch::Tensor h, int64_t begin, int64_t end, int64_t position_offset = 0);
   /// Final norm and LM head: logits [B, T, vocab].
   torch::Tensor head(const torch::Tensor& h);
@@ -48,6 +53,18 @@ class DecoderImpl : public torch::nn::Module {
   const torch::Tensor& token_embedding() const { return tokens_->weight; }
   /// The learned position table [max_position, hidden], undefined with RoPE.
   torch::Tensor position_embedding() const { return positions_ ? positions_->weight : torch::Tensor(); }
+
+  /// Sets key/value pairs that every layer's attention sees before the real tokens, for every batch
+  /// element: `packed` [P, num_layers * 2 * kv_heads * head_dim], per position the keys of layer 0,
+  /// its values, the keys of layer 1, ..., each [kv_heads, head_dim]. They are used as a KV cache
+  /// holds them (no RoPE is applied). The tensor is kept as given, not copied, and read at every
+  /// forward, so a trainable one (registered as a parameter by its owner) gets gradients and follows
+  /// `to(device)`. An undefined tensor removes the prefix.
+  void set_prefix_key_values(torch::Tensor packed);
+  /// The packed prefix key/values, undefined when none are set.
+  const torch::Tensor& prefix_key_values() const { return prefix_; }
+  /// P, the number of prefix positions (0 when none are set).
+  int64_t prefix_length() const { return prefix_.defined() ? prefix_.size(0) : 0; }
 
   /// Deterministic initialisation for training from scratch: every weight ~ N(0, initializer_range)
   /// (projections writing into the residual stream scaled by 1/sqrt(2 * num_layers)), biases 0,
@@ -69,6 +86,7 @@ class DecoderImpl : public torch::nn::Module {
   torch::nn::Embedding positions_{nullptr};
   torch::nn::ModuleList layers_{nullptr};
   Norm final_norm_{nullptr};
+  torch::Tensor prefix_;
   torch::Tensor rope_cos_;
   torch::Tensor rope_sin_;
 };

@@ -144,7 +144,8 @@ AttentionImpl::AttentionImpl(const DecoderConfig& c)
   }
 }
 
-torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                     const torch::Tensor& prefix_keys, const torch::Tensor& prefix_values) {
   const int64_t B = x.size(0);
   const int64_t T = x.size(1);
   const int64_t q_width = heads_ * head_dim_;
@@ -169,8 +170,20 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
     q = q.transpose(1, 2);
     k = k.transpose(1, 2);
   }
+  v = v.transpose(1, 2);
+  if (prefix_keys.defined()) {
+    TORCH_CHECK(prefix_values.defined() && prefix_keys.dim() == 3 && prefix_keys.size(0) == kv_heads_ &&
+                    prefix_keys.size(2) == head_dim_ && prefix_values.sizes() == prefix_keys.sizes(),
+                "prefix keys/values must both be [", kv_heads_, ", P, ", head_dim_, "], got ", prefix_keys.sizes(),
+                " and ", prefix_values.sizes());
+    // The prefix comes first, so the queries are the last T of S = P + T positions: causal_attention
+    // then lets every query see the whole prefix and the real tokens up to itself.
+    auto batched = [&](const torch::Tensor& t) { return t.to(k.dtype()).unsqueeze(0).expand({B, -1, -1, -1}); };
+    k = torch::cat({batched(prefix_keys), k}, 2);
+    v = torch::cat({batched(prefix_values), v}, 2);
+  }
   const double p = is_training() ? dropout_ : 0.0;
-  const auto y = compat::causal_attention(q, k, v.transpose(1, 2), p);  // [B, heads, T, D]
+  const auto y = compat::causal_attention(q, k, v, p);  // [B, heads, T, D]
   return child_projection(*this, fused_ ? "c_proj" : "o_proj").forward(y.transpose(1, 2).reshape({B, T, q_width}));
 }
 
@@ -221,9 +234,10 @@ BlockImpl::BlockImpl(const DecoderConfig& c) : dropout_(c.dropout) {
   }
 }
 
-torch::Tensor BlockImpl::forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin) {
+torch::Tensor BlockImpl::forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin,
+                                 const torch::Tensor& prefix_keys, const torch::Tensor& prefix_values) {
   const bool drop = is_training() && dropout_ > 0;
-  auto a = attn->forward(norm1->forward(h), cos, sin);
+  auto a = attn->forward(norm1->forward(h), cos, sin, prefix_keys, prefix_values);
   if (drop) a = torch::dropout(a, dropout_, true);
   h = h + a;
   auto m = mlp->forward(norm2->forward(h));

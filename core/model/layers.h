@@ -61,7 +61,12 @@ class AttentionImpl : public torch::nn::Module {
  public:
   explicit AttentionImpl(const DecoderConfig& config);
   /// x [B, T, hidden]; cos/sin [T, head_dim/2] in x's dtype, or undefined without RoPE.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  /// prefix_keys/prefix_values [kv_heads, P, head_dim] (both or neither): P key/value pairs placed in
+  /// front of the T tokens' own for every batch element, as a KV cache holds them (RoPE, if any,
+  /// already applied; nothing is applied here). Every query sees all P of them; the T tokens stay
+  /// causal among themselves.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& prefix_keys = {}, const torch::Tensor& prefix_values = {});
 
  private:
   bool fused_;
@@ -90,7 +95,9 @@ TORCH_MODULE(Mlp);
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const DecoderConfig& config);
-  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin);
+  /// h [B, T, hidden]; cos/sin and the optional prefix key/values as AttentionImpl::forward takes them.
+  torch::Tensor forward(torch::Tensor h, const torch::Tensor& cos, const torch::Tensor& sin,
+                        const torch::Tensor& prefix_keys = {}, const torch::Tensor& prefix_values = {});
 
   Norm norm1{nullptr};
   Attention attn{nullptr};

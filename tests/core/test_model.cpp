@@ -265,6 +265,70 @@ TEST(Decoder, ReplacedProjectionIsCalled) {
   }
 }
 
+// Prefix key/values are a KV cache: with the keys (RoPE applied) and values of the first P tokens as
+// the prefix, the remaining tokens get the logits they get in the full sequence.
+namespace {
+class RecordingProjection : public ProjectionImpl {
+ public:
+  explicit RecordingProjection(const ProjectionImpl& base)
+      : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()) {
+    torch::NoGradGuard no_grad;
+    weight.copy_(base.weight);
+    if (bias.defined()) bias.copy_(base.bias);
+  }
+  torch::Tensor forward(const torch::Tensor& x) override { return last = ProjectionImpl::forward(x); }
+  torch::Tensor last;
+};
+}  // namespace
+
+TEST(Decoder, PrefixKeyValuesActAsACacheOfEarlierTokens) {
+  for (const std::string family : {"llama", "gpt2"}) {
+    auto model = load_hf_model(kFixtures + family);
+    const auto& c = model->options;
+    const int64_t P = 4, T = 6, KV = c.num_kv_heads, D = c.head_dim;
+    const bool gpt2 = family == "gpt2";
+    std::vector<std::vector<std::shared_ptr<RecordingProjection>>> recorders;  // per layer: c_attn, or k_proj and v_proj
+    for (int64_t i = 0; i < model->num_layers(); ++i) {
+      auto parent = model->layer(i)->attn.ptr();
+      recorders.emplace_back();
+      for (const std::string& name : gpt2 ? std::vector<std::string>{"c_attn"} : std::vector<std::string>{"k_proj", "v_proj"}) {
+        auto recorder = std::make_shared<RecordingProjection>(child_projection(*parent, name));
+        parent->replace_module(name, recorder);
+        recorders.back().push_back(recorder);
+      }
+    }
+    const auto ids = random_ids(512, 1, P + T, 5);
+    torch::NoGradGuard no_grad;
+    const auto full = model->forward(ids);
+    const auto [cos, sin] = rope_tables(c);
+    std::vector<torch::Tensor> layers;
+    for (const auto& rec : recorders) {
+      torch::Tensor k, v;  // [P, KV, D]
+      if (gpt2) {
+        const auto qkv = rec[0]->last[0].narrow(0, 0, P);
+        k = qkv.narrow(1, c.num_heads * D, KV * D).reshape({P, KV, D});
+        v = qkv.narrow(1, c.num_heads * D + KV * D, KV * D).reshape({P, KV, D});
+      } else {
+        k = rec[0]->last[0].narrow(0, 0, P).reshape({P, KV, D});
+        v = rec[1]->last[0].narrow(0, 0, P).reshape({P, KV, D});
+        k = apply_rope(k.unsqueeze(0), cos.narrow(0, 0, P), sin.narrow(0, 0, P))[0].transpose(0, 1);
+      }
+      layers.push_back(torch::stack({k, v}, 1));  // [P, 2, KV, D]
+    }
+    model->set_prefix_key_values(torch::stack(layers, 1).reshape({P, -1}));
+    EXPECT_EQ(model->prefix_length(), P);
+    const auto tail = model->forward(ids.narrow(1, P, T));
+    EXPECT_LE(max_diff(tail, full.narrow(1, P, T)), kReorderTolerance) << family;
+    // Hidden states of a batch see the same prefix in every row.
+    const auto two = model->forward(ids.narrow(1, P, T).repeat({2, 1}));
+    EXPECT_LE(max_diff(two[1], tail[0]), kReorderTolerance) << family;
+    model->set_prefix_key_values(torch::Tensor());
+    EXPECT_EQ(model->prefix_length(), 0);
+    EXPECT_TRUE(torch::equal(model->forward(ids), full)) << family;
+    EXPECT_THROW(model->set_prefix_key_values(torch::zeros({P, 3})), c10::Error);
+  }
+}
+
 // RMSNorm's hand-written backward against autograd through transformers' formula.
 TEST(Decoder, RmsNormGradientMatchesAutograd) {
   torch::manual_seed(0);
