@@ -1,3 +1,4 @@
 set(PEFT_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/lora.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/quantized.cpp)
