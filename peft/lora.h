@@ -66,6 +66,7 @@ class LoraProjectionImpl : public ProjectionImpl {
   torch::Tensor forward(const torch::Tensor& x) override;
   void pretty_print(std::ostream& stream) const override;
   /// Module::to, except that a quantized base's codes and scales keep their dtypes.
+  using ProjectionImpl::to;  // keep to(device) visible beside the overrides
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
   void to(torch::Dtype dtype, bool non_blocking = false) override;
 

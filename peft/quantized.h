@@ -72,6 +72,7 @@ class QuantizedProjectionImpl : public ProjectionImpl {
   torch::Tensor dequantized_weight(torch::Dtype dtype = torch::kFloat32) const;
   /// Bytes of the stored weight: codes plus scales.
   int64_t weight_bytes() const;
+  using ProjectionImpl::to;  // keep to(device) visible beside the overrides
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
   void to(torch::Dtype dtype, bool non_blocking = false) override;
   void pretty_print(std::ostream& stream) const override;

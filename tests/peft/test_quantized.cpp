@@ -11,6 +11,7 @@
 
 #include "core/io/safetensors.h"
 #include "core/model/hf.h"
+#include "core/util/compat.h"
 #include "core/util/error.h"
 #include "peft/lora.h"
 #include "peft/peft_format.h"
@@ -291,4 +292,51 @@ TEST(QuantizedBaseErrors, GroupSizeThatDoesNotDivideNamesTheModule) {
   Decoder twice = load_hf_model(model_dir("llama"));
   quantize_frozen_base(twice, {8, 32});
   expect_one_line_error<ConfigError>([&] { quantize_frozen_base(twice, {4, 32}); }, {"already quantized"});
+}
+
+TEST(QuantizedBaseGpu, LoraOverAQuantizedBaseMovesToCudaAndTrainsInBf16) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::globalContext().setAllowTF32CuBLAS(false);  // strict fp32 for the comparison with the CPU
+  const auto ids = input_ids("llama");
+  Decoder cpu = load_hf_model(model_dir("llama"));
+  quantize_frozen_base(cpu, {4, 32});
+  load_adapter(cpu, dora_dir("llama"));
+  const auto expected = logits_of(cpu, ids);
+  // Both orders: adapters applied before the move, or onto a base already on the GPU.
+  Decoder before = load_hf_model(model_dir("llama"));
+  quantize_frozen_base(before, {4, 32});
+  load_adapter(before, dora_dir("llama"));
+  before->to(torch::kCUDA);
+  Decoder after = load_hf_model(model_dir("llama"));
+  quantize_frozen_base(after, {4, 32});
+  after->to(torch::kCUDA);
+  load_adapter(after, dora_dir("llama"));
+  for (Decoder* model : {&before, &after}) {
+    for (const auto& [path, m] : lora_modules(*model)) {
+      EXPECT_TRUE(m->quantized_base->qweight.is_cuda()) << path;
+      EXPECT_EQ(m->quantized_base->qweight.scalar_type(), torch::kUInt8) << path;
+      EXPECT_TRUE(m->lora_A.is_cuda() && m->lora_magnitude.is_cuda()) << path;
+    }
+    for (const auto& [path, q] : quantized_modules(*model)) EXPECT_TRUE(q->scales.is_cuda()) << path;
+    const double diff = max_diff(logits_of(*model, ids.to(torch::kCUDA)).cpu(), expected);
+    EXPECT_LE(diff, 1e-4);
+    std::cout << "cuda vs cpu logits (int4 base + DoRA): " << diff << "\n";
+
+    (*model)->train();
+    torch::Tensor loss;
+    {
+      compat::AutocastBF16 autocast(true);
+      const auto x = ids.to(torch::kCUDA);
+      loss = torch::nn::functional::cross_entropy((*model)->forward(x).flatten(0, 1).to(torch::kFloat32), x.flatten());
+    }
+    loss.backward();
+    const auto adapters = lora_parameters(*model);
+    for (const auto& item : (*model)->named_parameters()) {
+      const bool adapter = adapters.count(item.key()) == 1;
+      ASSERT_EQ(item.value().grad().defined(), adapter) << item.key();
+      if (adapter) EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+    }
+  }
+  merge_and_unload(after);
+  EXPECT_LE(max_diff(logits_of(after, ids.to(torch::kCUDA)).cpu(), expected), 1e-4);
 }
