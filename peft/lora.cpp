@@ -278,7 +278,8 @@ namespace {
 void replace_with_plain(Decoder& model, const std::string& path, const LoraProjection& lora) {
   torch::NoGradGuard no_grad;
   std::shared_ptr<ProjectionImpl> plain = lora->quantized_base;
-  if (!plain || lora->merged) plain = std::make_shared<ProjectionImpl>(lora->in_features, lora->out_features, lora->bias.defined());
+  if (!plain || lora->merged)
+    plain = std::make_shared<ProjectionImpl>(lora->in_features, lora->out_features, lora->bias.defined());
   // This module's weight and bias followed every to() since wrapping; the base's may not have.
   plain->weight.set_data(lora->weight.detach());
   plain->weight.requires_grad_(lora->weight.requires_grad());

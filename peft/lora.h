@@ -128,8 +128,9 @@ std::string hf_module_path(const std::string& path, ModelFamily family);
 /// Wraps every projection whose path matches a target with a LoraProjection: A kaiming-uniform
 /// (PEFT's init, drawn from `seed` in module order), B zero, so the model's output is unchanged;
 /// with use_dora also a magnitude m = ||W|| per row. Projections may be QuantizedProjections
-/// (quantize_frozen_base first): the adapters then sit over the quantized weights. Freezes every other parameter. Throws ConfigError naming a target that matches no projection
-/// (listing the model's projections), or for invalid r/alpha/dropout, or if LoRA is already applied.
+/// (quantize_frozen_base first): the adapters then sit over the quantized weights. Freezes every
+/// other parameter. Throws ConfigError naming a target that matches no projection (listing the
+/// model's projections), or for invalid r/alpha/dropout, or if LoRA is already applied.
 void apply_lora(Decoder& model, const LoraOptions& options, uint64_t seed);
 
 /// The LoRA projections of `model` by module path (empty without LoRA).

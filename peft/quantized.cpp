@@ -89,9 +89,11 @@ torch::Tensor unpack_int4(const torch::Tensor& packed) {
 
 void check_quant_options(int bits, int64_t group_size, int64_t in_features, const std::string& module) {
   if (bits != 4 && bits != 8)
-    throw ConfigError("base quantization bits must be 4 or 8 (0 = off), got " + std::to_string(bits) + " for " + module);
+    throw ConfigError("base quantization bits must be 4 or 8 (0 = off), got " + std::to_string(bits) + " for " +
+                      module);
   if (group_size <= 0)
-    throw ConfigError("base quantization group_size must be positive, got " + std::to_string(group_size) + " for " + module);
+    throw ConfigError("base quantization group_size must be positive, got " + std::to_string(group_size) + " for " +
+                      module);
   if (in_features % group_size != 0)
     throw ConfigError("base quantization group_size " + std::to_string(group_size) + " does not divide in_features " +
                       std::to_string(in_features) + " of " + module + ": choose a group size that divides it");
@@ -174,7 +176,8 @@ void quantize_frozen_base(Decoder& model, const BaseQuantOptions& o) {
     if (!is_block_projection(path)) continue;
     const auto& module = *modules.find(path);
     if (std::dynamic_pointer_cast<QuantizedProjectionImpl>(module))
-      throw ConfigError("quantize_frozen_base: " + hf_module_path(path, family) + " is already quantized; quantize once");
+      throw ConfigError("quantize_frozen_base: " + hf_module_path(path, family) +
+                        " is already quantized; quantize once");
     check_quant_options(o.bits, o.group_size, std::dynamic_pointer_cast<ProjectionImpl>(module)->in_features,
                         hf_module_path(path, family) + " (base_bits " + std::to_string(o.bits) + ", base_group_size " +
                             std::to_string(o.group_size) + ")");

@@ -29,7 +29,9 @@ std::string model_dir(const std::string& family) { return fixtures() + "/hf-tiny
 std::string dora_dir(const std::string& family) {
   return std::string(FEDSPLIT_SOURCE_DIR) + "/tests/fixtures/peft/" + family + "/dora";
 }
-TensorMap dora_reference(const std::string& family) { return load_safetensors(dora_dir(family) + "/reference.safetensors"); }
+TensorMap dora_reference(const std::string& family) {
+  return load_safetensors(dora_dir(family) + "/reference.safetensors");
+}
 
 torch::Tensor logits_of(Decoder& model, const torch::Tensor& ids) {
   torch::NoGradGuard no_grad;
@@ -43,8 +45,9 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
 
 // The DoRA output of one projection written out from the paper / PEFT, in float64. With
 // `detach_norm` false the norm stays on the gradient path (what DoRA must not do).
-torch::Tensor dora_direct(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b, const torch::Tensor& A,
-                          const torch::Tensor& B, const torch::Tensor& m, double s, bool detach_norm) {
+torch::Tensor dora_direct(const torch::Tensor& x, const torch::Tensor& W, const torch::Tensor& b,
+                          const torch::Tensor& A, const torch::Tensor& B, const torch::Tensor& m, double s,
+                          bool detach_norm) {
   torch::Tensor norm = (W + s * torch::matmul(B, A)).pow(2).sum(1).sqrt();
   if (detach_norm) norm = norm.detach();
   const auto scale = m / norm;
@@ -121,7 +124,8 @@ TEST_P(DoraFixture, MergeKeepsLogitsAndUnmergeRestoresWeights) {
   double restored = 0;
   for (const auto& [path, m] : lora_modules(model)) restored = std::max(restored, max_diff(m->weight, base[path]));
   EXPECT_LE(restored, 1e-6);
-  std::cout << GetParam() << ": merged vs unmerged logits " << merged_diff << ", unmerge restores W to " << restored << "\n";
+  std::cout << GetParam() << ": merged vs unmerged logits " << merged_diff << ", unmerge restores W to " << restored
+            << "\n";
   EXPECT_LE(max_diff(logits_of(model, ref.at("input_ids")), unmerged), 1e-5);
 
   merge_and_unload(model);
@@ -165,7 +169,9 @@ TEST_P(DoraFixture, GradientsReachABAndMagnitudeOnly) {
   for (const auto& item : model->named_parameters()) {
     const bool adapter = trainable.count(item.key()) == 1;
     ASSERT_EQ(item.value().grad().defined(), adapter) << item.key();
-    if (adapter) EXPECT_GT(item.value().grad().abs().max().item<double>(), 0.0) << item.key();
+    if (adapter) {
+      EXPECT_GT(item.value().grad().abs().max().item<double>(), 0.0) << item.key();
+    }
   }
 }
 
@@ -201,9 +207,9 @@ TEST(Dora, ForwardAndGradientsMatchTheFormulaWithADetachedNorm) {
   EXPECT_LE(max_diff(lora->lora_A.grad(), A.grad()), 1e-4);
   EXPECT_LE(max_diff(lora->lora_B.grad(), B.grad()), 1e-4);
   EXPECT_LE(max_diff(lora->lora_magnitude.grad(), m.grad()), 1e-4);
-  std::cout << "DoRA vs formula: output " << max_diff(y, y_direct) << ", grad A " << max_diff(lora->lora_A.grad(), A.grad())
-            << ", grad B " << max_diff(lora->lora_B.grad(), B.grad()) << ", grad m "
-            << max_diff(lora->lora_magnitude.grad(), m.grad()) << "\n";
+  std::cout << "DoRA vs formula: output " << max_diff(y, y_direct) << ", grad A "
+            << max_diff(lora->lora_A.grad(), A.grad()) << ", grad B " << max_diff(lora->lora_B.grad(), B.grad())
+            << ", grad m " << max_diff(lora->lora_magnitude.grad(), m.grad()) << "\n";
 
   // A norm left on the gradient path changes A's gradient: the comparison above can tell.
   auto A2 = f64(lora->lora_A).requires_grad_(true);

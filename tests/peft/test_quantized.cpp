@@ -44,7 +44,8 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
 std::map<std::string, QuantizedProjection> quantized_modules(const Decoder& model) {
   std::map<std::string, QuantizedProjection> out;
   for (const auto& item : model->named_modules("", false))
-    if (auto q = std::dynamic_pointer_cast<QuantizedProjectionImpl>(item.value())) out.emplace(item.key(), QuantizedProjection(q));
+    if (auto q = std::dynamic_pointer_cast<QuantizedProjectionImpl>(item.value()))
+      out.emplace(item.key(), QuantizedProjection(q));
   return out;
 }
 
@@ -161,8 +162,8 @@ TEST_P(QuantizedModel, LoraOverTheQuantizedBaseEqualsLoraOverTheDequantizedOne) 
   load_adapter(dora_reference, dora_dir(family));
   const double dora_diff = max_diff(logits_of(dora, ids), logits_of(dora_reference, ids));
   EXPECT_LE(dora_diff, 1e-5);
-  std::cout << family << " int" << bits << ": LoRA over quantized vs dequantized " << lora_diff << ", DoRA " << dora_diff
-            << "\n";
+  std::cout << family << " int" << bits << ": LoRA over quantized vs dequantized " << lora_diff << ", DoRA "
+            << dora_diff << "\n";
 
   // Parameter names are those of LoRA over a plain base; the codes are buffers.
   std::set<std::string> names, plain_names;
@@ -277,8 +278,11 @@ TEST(QuantizedBaseErrors, GroupSizeThatDoesNotDivideNamesTheModule) {
   Decoder model = load_hf_model(model_dir("llama"));
   const auto before = logits_of(model, input_ids("llama"));
   // down_proj has 160 inputs: 64 does not divide it.
-  expect_one_line_error<ConfigError>([&] { quantize_frozen_base(model, {4, 64}); },
-                                     {"model.layers.0.mlp.down_proj", "160", "64", "group"});
+  expect_one_line_error<ConfigError>(
+      [&] {
+        quantize_frozen_base(model, {4, 64});
+      },
+      {"model.layers.0.mlp.down_proj", "160", "64", "group"});
   // Nothing was replaced: the checks run before the first replacement.
   EXPECT_TRUE(quantized_modules(model).empty());
   EXPECT_TRUE(torch::equal(logits_of(model, input_ids("llama")), before));
@@ -288,7 +292,11 @@ TEST(QuantizedBaseErrors, GroupSizeThatDoesNotDivideNamesTheModule) {
   EXPECT_TRUE(quantized_modules(model).empty());
 
   load_adapter(model, model_dir("llama") + "/lora");
-  expect_one_line_error<ConfigError>([&] { quantize_frozen_base(model, {8, 32}); }, {"LoRA", "quantize the base first"});
+  expect_one_line_error<ConfigError>(
+      [&] {
+        quantize_frozen_base(model, {8, 32});
+      },
+      {"LoRA", "quantize the base first"});
   Decoder twice = load_hf_model(model_dir("llama"));
   quantize_frozen_base(twice, {8, 32});
   expect_one_line_error<ConfigError>([&] { quantize_frozen_base(twice, {4, 32}); }, {"already quantized"});
@@ -334,7 +342,9 @@ TEST(QuantizedBaseGpu, LoraOverAQuantizedBaseMovesToCudaAndTrainsInBf16) {
     for (const auto& item : (*model)->named_parameters()) {
       const bool adapter = adapters.count(item.key()) == 1;
       ASSERT_EQ(item.value().grad().defined(), adapter) << item.key();
-      if (adapter) EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+      if (adapter) {
+        EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+      }
     }
   }
   merge_and_unload(after);
