@@ -44,8 +44,13 @@ std::pair<std::shared_ptr<torch::nn::Module>, std::string> parent_of(Decoder& mo
 
 }  // namespace
 
-LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank, double a, double p, bool rs)
-    : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()), r(rank), alpha(a), dropout(p), rslora(rs) {
+LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank, double a, double p, bool rs, bool dora)
+    : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()),
+      r(rank),
+      alpha(a),
+      dropout(p),
+      rslora(rs),
+      use_dora(dora) {
   TORCH_CHECK(rank > 0, "LoRA rank must be positive, got ", rank);
   scaling = rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
   torch::NoGradGuard no_grad;
@@ -56,38 +61,121 @@ LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank,
     bias.set_data(base.bias.detach());
     bias.requires_grad_(false);
   }
+  if (dynamic_cast<const QuantizedProjectionImpl*>(&base)) {
+    quantized_base = std::dynamic_pointer_cast<QuantizedProjectionImpl>(
+        std::const_pointer_cast<torch::nn::Module>(base.shared_from_this()));
+    // The very tensors (not copies) of the base: to(device) here moves what quantized_base reads.
+    register_buffer("qweight", quantized_base->qweight);
+    register_buffer("scales", quantized_base->scales);
+  }
   const auto options = base.weight.options();
   lora_A = register_parameter("lora_A", torch::zeros({r, in_features}, options));
   lora_B = register_parameter("lora_B", torch::zeros({out_features, r}, options));
+  if (use_dora) lora_magnitude = register_parameter("lora_magnitude", torch::zeros({out_features}, options));
+}
+
+torch::Tensor LoraProjectionImpl::base_linear(const torch::Tensor& x) const {
+  return quantized_base ? quantized_base->linear_no_bias(x) : torch::linear(x, weight);
+}
+
+torch::Tensor LoraProjectionImpl::base_weight(torch::Dtype dtype) const {
+  if (quantized_base) return quantized_base->dequantized_weight(dtype);
+  TORCH_CHECK(!merged, "base_weight: the LoRA projection is merged; unmerge first");
+  return weight.to(dtype);
+}
+
+torch::Tensor LoraProjectionImpl::dora_scale(torch::Dtype dtype) const {
+  torch::Tensor norms;
+  {
+    // Detached (DoRA section 4.3, PEFT): the norm is a constant for backward, and autograd keeps
+    // no [out, in] temporary per layer.
+    torch::NoGradGuard no_grad;
+    norms = (base_weight(dtype) + delta_weight().to(dtype)).norm(2, {1});
+  }
+  return lora_magnitude.to(dtype) / norms;
 }
 
 torch::Tensor LoraProjectionImpl::forward(const torch::Tensor& x) {
-  torch::Tensor y = torch::linear(x, weight, bias);
-  if (merged) return y;
+  if (merged) return torch::linear(x, weight, bias);
+  const bool drop = dropout > 0 && is_training();
   const torch::Tensor in = dropout > 0 ? torch::dropout(x, dropout, is_training()) : x;
-  return y + torch::linear(torch::linear(in, lora_A), lora_B) * scaling;
+  const torch::Tensor lora = torch::linear(torch::linear(in, lora_A), lora_B);
+  if (!use_dora) {
+    if (!quantized_base) return torch::linear(x, weight, bias) + lora * scaling;
+    const torch::Tensor y = base_linear(x) + lora * scaling;
+    return bias.defined() ? y + bias : y;
+  }
+  const torch::Tensor scale = dora_scale(x.scalar_type());
+  // Without dropout this is scale * (x W^T + s x A^T B^T) + b. With it, PEFT scales the base output
+  // of the dropped-out input by (scale - 1) and adds it to the undropped base output.
+  const torch::Tensor y = drop ? base_linear(x) + (scale - 1) * base_linear(in) + scale * (lora * scaling)
+                               : scale * (base_linear(x) + lora * scaling);
+  return bias.defined() ? y + bias : y;
 }
 
 torch::Tensor LoraProjectionImpl::delta_weight() const { return torch::matmul(lora_B, lora_A) * scaling; }
 
+torch::Tensor LoraProjectionImpl::merged_weight() const {
+  TORCH_CHECK(!merged, "merged_weight: the LoRA projection is already merged (its weight is the merged one)");
+  torch::NoGradGuard no_grad;
+  const auto dtype = weight.scalar_type();
+  const auto w = base_weight(dtype) + delta_weight().to(dtype);
+  if (!use_dora) return w;
+  return (lora_magnitude.to(dtype) / w.norm(2, {1})).unsqueeze(1) * w;
+}
+
+void LoraProjectionImpl::init_magnitude() {
+  TORCH_CHECK(use_dora, "init_magnitude: this LoRA projection has no DoRA magnitude");
+  torch::NoGradGuard no_grad;
+  const auto dtype = weight.scalar_type();
+  lora_magnitude.copy_((base_weight(dtype) + delta_weight().to(dtype)).norm(2, {1}));
+}
+
 void LoraProjectionImpl::merge() {
   if (merged) return;
   torch::NoGradGuard no_grad;
-  weight.add_(delta_weight().to(weight.scalar_type()));
+  if (quantized_base) {
+    // The codes stay untouched; the merged matrix lives in weight until unmerge drops it.
+    weight.set_data(merged_weight());
+  } else if (!use_dora) {
+    weight.add_(delta_weight().to(weight.scalar_type()));
+  } else {
+    const auto w = weight + delta_weight().to(weight.scalar_type());
+    merge_norms_ = w.norm(2, {1});
+    weight.copy_((lora_magnitude / merge_norms_).unsqueeze(1) * w);
+  }
   merged = true;
 }
 
 void LoraProjectionImpl::unmerge() {
   if (!merged) return;
   torch::NoGradGuard no_grad;
-  weight.sub_(delta_weight().to(weight.scalar_type()));
+  if (quantized_base) {
+    weight.set_data(torch::empty({0}, weight.options()));
+  } else if (!use_dora) {
+    weight.sub_(delta_weight().to(weight.scalar_type()));
+  } else {
+    const auto factor = lora_magnitude / merge_norms_.to(weight.device());
+    weight.copy_(weight / factor.unsqueeze(1) - delta_weight().to(weight.scalar_type()));
+    merge_norms_ = torch::Tensor();
+  }
   merged = false;
+}
+
+void LoraProjectionImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  to_keeping_buffer_dtypes(*this, device, dtype, non_blocking);
+}
+
+void LoraProjectionImpl::to(torch::Dtype dtype, bool non_blocking) {
+  to_keeping_buffer_dtypes(*this, c10::nullopt, dtype, non_blocking);
 }
 
 void LoraProjectionImpl::pretty_print(std::ostream& stream) const {
   stream << "fedsplit::LoraProjection(in_features=" << in_features << ", out_features=" << out_features
          << ", bias=" << (bias.defined() ? "true" : "false") << ", r=" << r << ", alpha=" << alpha
-         << ", dropout=" << dropout << (merged ? ", merged" : "") << ")";
+         << ", dropout=" << dropout << (use_dora ? ", dora" : "")
+         << (quantized_base ? ", base_bits=" + std::to_string(quantized_base->bits) : "") << (merged ? ", merged" : "")
+         << ")";
 }
 
 std::vector<std::string> projection_paths(const Decoder& model) {
@@ -143,13 +231,17 @@ void apply_lora(Decoder& model, const LoraOptions& o, uint64_t seed) {
     const double* alpha = pattern_value(o.alpha_pattern, hf_path);
     auto [parent, name] = parent_of(model, path);
     const ProjectionImpl& base = child_projection(*parent, name);
-    LoraProjection lora(base, r ? *r : o.r, alpha ? *alpha : o.alpha, o.dropout, o.rslora);
+    LoraProjection lora(base, r ? *r : o.r, alpha ? *alpha : o.alpha, o.dropout, o.rslora, o.use_dora);
     // PEFT: kaiming_uniform_(A, a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)); drawn on the CPU so the
     // same seed gives the same A on any device.
     const double bound = 1.0 / std::sqrt(static_cast<double>(lora->in_features));
     lora->lora_A.copy_(torch::empty(lora->lora_A.sizes(), torch::kFloat32).uniform_(-bound, bound, gen));
     lora->lora_A.requires_grad_(true);
     lora->lora_B.requires_grad_(true);
+    if (o.use_dora) {
+      lora->init_magnitude();
+      lora->lora_magnitude.requires_grad_(true);
+    }
     lora->train(parent->is_training());
     parent->replace_module(name, lora);
   }
@@ -167,6 +259,7 @@ std::map<std::string, torch::Tensor> lora_parameters(const Decoder& model) {
   for (const auto& [path, lora] : lora_modules(model)) {
     out.emplace(path + ".lora_A", lora->lora_A);
     out.emplace(path + ".lora_B", lora->lora_B);
+    if (lora->lora_magnitude.defined()) out.emplace(path + ".lora_magnitude", lora->lora_magnitude);
   }
   return out;
 }
@@ -180,10 +273,14 @@ void unmerge_lora(Decoder& model) {
 }
 
 namespace {
-// Puts a plain Projection over `lora`'s current weight and bias in its place.
+// Puts a plain Projection over `lora`'s current weight and bias in its place; an unmerged LoRA over
+// a quantized base gives the QuantizedProjection back instead.
 void replace_with_plain(Decoder& model, const std::string& path, const LoraProjection& lora) {
   torch::NoGradGuard no_grad;
-  Projection plain(lora->in_features, lora->out_features, lora->bias.defined());
+  std::shared_ptr<ProjectionImpl> plain = lora->quantized_base;
+  if (!plain || lora->merged)
+    plain = std::make_shared<ProjectionImpl>(lora->in_features, lora->out_features, lora->bias.defined());
+  // This module's weight and bias followed every to() since wrapping; the base's may not have.
   plain->weight.set_data(lora->weight.detach());
   plain->weight.requires_grad_(lora->weight.requires_grad());
   if (plain->bias.defined()) {

@@ -5,6 +5,18 @@
 // with "." + the name. Paths are matched in HF's spelling (with the "model."/"transformer." prefix),
 // so both "q_proj" and "model.layers.0.self_attn.q_proj" work. rank_pattern / alpha_pattern keys are
 // regular expressions matched as PEFT does: the whole path must match "(.*\.)?(key)".
+//
+// DoRA (Liu et al., 2024; use_dora) as PEFT computes it: with W the base weight [out, in], s the
+// scaling and m the trainable magnitude [out],
+//   n = ||W + s B A|| per output row (L2 over the inputs), DETACHED: no gradient flows through it
+//       (the paper's section 4.3, and PEFT);
+//   y = (m / n) * (x W^T + s (x A^T) B^T) + b      (the bias is not scaled).
+// m starts at n (= ||W|| as B = 0), so a fresh DoRA model computes the base output.
+// In training with dropout PEFT applies (m / n - 1) to the base output of the dropped-out input;
+// fedsplit does the same: y = x W^T + b + (m / n - 1) * (x' W^T) + (m / n) * s (x' A^T) B^T, x' = dropout(x).
+//
+// The base may be a QuantizedProjection (peft/quantized.h): the base path then dequantizes on the
+// fly and DoRA's norm uses the dequantized weight; A, B and m stay in the weight's dtype and train.
 #pragma once
 #include <torch/torch.h>
 
@@ -15,6 +27,7 @@
 
 #include "core/model/decoder.h"
 #include "core/model/layers.h"
+#include "peft/quantized.h"
 
 namespace fedsplit {
 
@@ -34,23 +47,50 @@ struct LoraOptions {
   std::map<std::string, int64_t> rank_pattern;
   /// Per-module alpha overrides: regex key -> alpha.
   std::map<std::string, double> alpha_pattern;
+  /// DoRA: a trainable magnitude per output row on top of the LoRA direction update.
+  bool use_dora = false;
 };
 
 /// A projection with a LoRA update. Holds the base weight/bias (frozen) as `weight`/`bias`, so it
-/// stays a drop-in ProjectionImpl; `merged` says whether scale * B A is currently folded into weight.
+/// stays a drop-in ProjectionImpl; `merged` says whether the update is currently folded into weight.
+/// Over a quantized base, `weight` is the base's 0-element tensor (a full matrix only while merged),
+/// the base's codes and scales are this module's buffers `qweight`/`scales`, and `quantized_base`
+/// is the (unregistered) QuantizedProjection that reads them; parameter names are those of a plain
+/// base: weight, bias, lora_A, lora_B (and lora_magnitude with DoRA).
 class LoraProjectionImpl : public ProjectionImpl {
  public:
-  /// Wraps `base` (sharing its weight and bias tensors) with rank `r`; A and B start at zero.
-  LoraProjectionImpl(const ProjectionImpl& base, int64_t r, double alpha, double dropout, bool rslora);
+  /// Wraps `base` (sharing its weight and bias tensors, or its codes if it is a QuantizedProjection)
+  /// with rank `r`; A and B start at zero, and so does the DoRA magnitude (see init_magnitude).
+  LoraProjectionImpl(const ProjectionImpl& base, int64_t r, double alpha, double dropout, bool rslora,
+                     bool use_dora = false);
   torch::Tensor forward(const torch::Tensor& x) override;
   void pretty_print(std::ostream& stream) const override;
+  /// Module::to, except that a quantized base's codes and scales keep their dtypes.
+  using ProjectionImpl::to;  // keep to(device) visible beside the overrides
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
 
-  /// Folds scale * B A into weight (no-op when merged); forward then skips the LoRA path.
+  /// Folds the update into weight (no-op when merged); forward then is a plain linear. LoRA:
+  /// W + s B A. DoRA: (m / ||W + s B A||) * (W + s B A), keeping the row norms for unmerge.
+  /// Over a quantized base, weight becomes the dequantized matrix with the update folded in.
   void merge();
-  /// Subtracts scale * B A from weight again (no-op when not merged).
+  /// Restores the base weight (no-op when not merged): W' - s B A for LoRA; W' / (m / n) - s B A for
+  /// DoRA with the norms kept by merge (exact up to rounding; a row with m = 0 cannot come back, as
+  /// in PEFT); a quantized base just drops the merged matrix (exact).
   void unmerge();
-  /// scale * B A, [out, in], in the weight's dtype.
+  /// The low-rank direction update s * B A, [out, in], in the weight's dtype, for LoRA and DoRA
+  /// alike (PEFT's get_delta_weight). For DoRA it is not the change merge makes to the weight: that
+  /// is merged_weight() - base_weight().
   torch::Tensor delta_weight() const;
+  /// The base weight W [out, in] in `dtype` (dequantized for a quantized base). A merged plain base
+  /// holds no W (TORCH_CHECK): unmerge first.
+  torch::Tensor base_weight(torch::Dtype dtype) const;
+  /// The weight the adapted projection computes with: W + s B A, or DoRA's
+  /// (m / ||W + s B A||) * (W + s B A); [out, in] in the weight's dtype. Requires not merged.
+  torch::Tensor merged_weight() const;
+  /// DoRA: sets the magnitude to the row norms ||W + s B A|| so that the output is the base one
+  /// when B = 0 (TORCH_CHECK that DoRA is on).
+  void init_magnitude();
 
   int64_t r;
   double alpha;
@@ -63,6 +103,19 @@ class LoraProjectionImpl : public ProjectionImpl {
   torch::Tensor lora_A;
   /// [out_features, r]
   torch::Tensor lora_B;
+  bool use_dora;
+  /// DoRA's magnitude m [out_features] (parameter "lora_magnitude"); undefined without DoRA.
+  torch::Tensor lora_magnitude;
+  /// The quantized base whose codes this module holds as buffers; null for a plain base.
+  std::shared_ptr<QuantizedProjectionImpl> quantized_base;
+
+ private:
+  // x W^T (no bias) through the base: a plain linear or the quantized matmul.
+  torch::Tensor base_linear(const torch::Tensor& x) const;
+  // DoRA's m / ||W + s B A||, [out], detached norms, in `dtype`.
+  torch::Tensor dora_scale(torch::Dtype dtype) const;
+  // DoRA: the row norms merge divided by, for unmerge.
+  torch::Tensor merge_norms_;
 };
 TORCH_MODULE(LoraProjection);
 
@@ -73,15 +126,18 @@ std::vector<std::string> projection_paths(const Decoder& model);
 std::string hf_module_path(const std::string& path, ModelFamily family);
 
 /// Wraps every projection whose path matches a target with a LoraProjection: A kaiming-uniform
-/// (PEFT's init, drawn from `seed` in module order), B zero, so the model's output is unchanged.
-/// Freezes every other parameter. Throws ConfigError naming a target that matches no projection
-/// (listing the model's projections), or for invalid r/alpha/dropout, or if LoRA is already applied.
+/// (PEFT's init, drawn from `seed` in module order), B zero, so the model's output is unchanged;
+/// with use_dora also a magnitude m = ||W|| per row. Projections may be QuantizedProjections
+/// (quantize_frozen_base first): the adapters then sit over the quantized weights. Freezes every
+/// other parameter. Throws ConfigError naming a target that matches no projection (listing the
+/// model's projections), or for invalid r/alpha/dropout, or if LoRA is already applied.
 void apply_lora(Decoder& model, const LoraOptions& options, uint64_t seed);
 
 /// The LoRA projections of `model` by module path (empty without LoRA).
 std::map<std::string, LoraProjection> lora_modules(const Decoder& model);
 
-/// The LoRA parameters by parameter name ("layers.0.self_attn.q_proj.lora_A", ... ".lora_B").
+/// The LoRA parameters by parameter name ("layers.0.self_attn.q_proj.lora_A", ... ".lora_B", and
+/// ".lora_magnitude" for DoRA): what trains.
 std::map<std::string, torch::Tensor> lora_parameters(const Decoder& model);
 
 /// Folds every adapter into its base weight / takes it out again (exact inverse up to rounding).
@@ -90,10 +146,12 @@ void unmerge_lora(Decoder& model);
 
 /// Merges, then replaces every LoRA projection by a plain Projection holding the merged weight, so
 /// that the model has only HF parameters again (e.g. for save_hf_model). Parameters stay frozen.
+/// Over a quantized base the plain Projection holds dequantized W + update.
 void merge_and_unload(Decoder& model);
 
 /// Replaces every LoRA projection by a plain Projection holding its base weight (unmerged first),
-/// dropping the adapters: PEFT's unload. Parameters keep their requires_grad flags.
+/// or by its QuantizedProjection, dropping the adapters: PEFT's unload. Parameters keep their
+/// requires_grad flags.
 void unload_lora(Decoder& model);
 
 }  // namespace fedsplit

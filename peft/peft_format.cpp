@@ -25,7 +25,6 @@ void reject_unsupported(const json& c, const std::string& path) {
   auto refuse = [&](const std::string& key, const std::string& why) {
     throw ConfigError(path + ": " + key + " = " + c.at(key).dump() + " is not supported by fedsplit (" + why + ")");
   };
-  if (c.contains("use_dora") && c["use_dora"].is_boolean() && c["use_dora"].get<bool>()) refuse("use_dora", "DoRA adapters");
   if (c.contains("bias") && c["bias"] != "none") refuse("bias", "only bias \"none\": base biases stay frozen");
   if (c.contains("lora_bias") && c["lora_bias"].is_boolean() && c["lora_bias"].get<bool>()) refuse("lora_bias", "LoRA-B biases");
   for (const char* key : {"modules_to_save", "layers_to_transform", "layers_pattern", "exclude_modules",
@@ -77,6 +76,7 @@ LoraOptions read_adapter_config(const std::string& path) {
     o.alpha = c.value("lora_alpha", o.alpha);
     o.dropout = c.value("lora_dropout", o.dropout);
     o.rslora = c.value("use_rslora", o.rslora);
+    if (c.contains("use_dora") && !c["use_dora"].is_null()) o.use_dora = c["use_dora"].get<bool>();
     if (!c.contains("target_modules") || !c["target_modules"].is_array())
       throw ConfigError(path + ": target_modules must be a list of module names (regex strings and \"all-linear\" are not supported)");
     o.target_modules = c["target_modules"].get<std::vector<std::string>>();
@@ -93,8 +93,10 @@ LoraOptions read_adapter_config(const std::string& path) {
 std::string peft_tensor_name(const std::string& lora_parameter, ModelFamily family) {
   const auto dot = lora_parameter.rfind('.');
   TORCH_CHECK(dot != std::string::npos, "not a LoRA parameter name: ", lora_parameter);
-  return "base_model.model." + hf_module_path(lora_parameter.substr(0, dot), family) +
-         lora_parameter.substr(dot) + ".weight";
+  const std::string prefix = "base_model.model." + hf_module_path(lora_parameter.substr(0, dot), family);
+  // PEFT keeps DoRA's magnitude as a bare parameter of its lora_magnitude_vector ParameterDict.
+  if (lora_parameter.substr(dot) == ".lora_magnitude") return prefix + ".lora_magnitude_vector";
+  return prefix + lora_parameter.substr(dot) + ".weight";
 }
 
 void load_adapter(Decoder& model, const std::string& dir) {
@@ -128,6 +130,11 @@ void save_adapter(const Decoder& model, const std::string& dir) {
   std::map<int64_t, int> rank_count;
   std::map<double, int> alpha_count;
   for (const auto& [path, m] : modules) ++rank_count[m->r], ++alpha_count[m->alpha];
+  const bool use_dora = modules.begin()->second->use_dora;
+  for (const auto& [path, m] : modules)
+    if (m->use_dora != use_dora)
+      throw DataError("save_adapter: " + hf_module_path(path, family) +
+                      " differs from the other LoRA projections in use_dora; PEFT's config has one use_dora for all");
   auto most = [](const auto& counts) {
     auto best = counts.begin();
     for (auto it = counts.begin(); it != counts.end(); ++it)
@@ -165,7 +172,7 @@ void save_adapter(const Decoder& model, const std::string& dir) {
             {"alpha_pattern", alpha_pattern},
             {"fan_in_fan_out", family == ModelFamily::gpt2},
             {"bias", "none"},
-            {"use_dora", false},
+            {"use_dora", use_dora},
             {"modules_to_save", nullptr},
             {"init_lora_weights", true},
             {"inference_mode", true},

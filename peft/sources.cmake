@@ -3,4 +3,5 @@ set(PEFT_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/lora.cpp
   ${CMAKE_CURRENT_LIST_DIR}/method.cpp
   ${CMAKE_CURRENT_LIST_DIR}/peft_format.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/prefix.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/prefix.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/quantized.cpp)

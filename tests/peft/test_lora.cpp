@@ -232,7 +232,7 @@ TEST(LoraErrors, MissingAndUnexpectedTensors) {
 }
 
 TEST(LoraErrors, UnsupportedConfigNamesTheKey) {
-  TempDir tmp("peft_dora");
+  TempDir tmp("peft_unsupported");
   copy_adapter("llama", tmp.path());
   const std::string config = read_text(tmp / "adapter_config.json");
   auto edited = [&](const std::string& from, const std::string& to) {
@@ -242,8 +242,8 @@ TEST(LoraErrors, UnsupportedConfigNamesTheKey) {
     write_text(tmp / "adapter_config.json", text.replace(at, from.size(), to));
   };
   Decoder model = load_hf_model(model_dir("llama"));
-  edited("\"use_dora\": false", "\"use_dora\": true");
-  expect_one_line_error<ConfigError>([&] { load_adapter(model, tmp.path()); }, {"use_dora", "adapter_config.json"});
+  edited("\"lora_bias\": false", "\"lora_bias\": true");
+  expect_one_line_error<ConfigError>([&] { load_adapter(model, tmp.path()); }, {"lora_bias", "adapter_config.json"});
   edited("\"bias\": \"none\"", "\"bias\": \"all\"");
   expect_one_line_error<ConfigError>([&] { load_adapter(model, tmp.path()); }, {"bias", "adapter_config.json"});
   edited("\"peft_type\": \"LORA\"", "\"peft_type\": \"IA3\"");
