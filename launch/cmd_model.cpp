@@ -12,7 +12,7 @@
 #include "core/util/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
-#include "peft/peft_format.h"
+#include "peft/method.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
 
@@ -25,7 +25,7 @@ int logits(const Args& args) {
   po::options_description flags("logits");
   flags.add_options()
       ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
-      ("adapter", po::value(&adapter), "PEFT LoRA adapter directory to apply (adapter_config.json + adapter_model.safetensors)")
+      ("adapter", po::value(&adapter), "adapter directory to apply: PEFT LoRA, DoRA or prefix tuning, or fedsplit bottleneck")
       ("input", po::value(&input)->required(), "safetensors file with an int64 `input_ids` tensor [B, T]")
       ("out", po::value(&out)->required(), "safetensors file to write, holding fp32 `logits` [B, T, vocab]")
       ("threads", po::value(&threads)->default_value(0), "CPU threads (0 = all cores)");
@@ -33,7 +33,7 @@ int logits(const Args& args) {
   if (!parse_flags("logits", args, flags, values)) return 0;
   set_cpu_threads(threads);
   Decoder model = load_any_model(model_path);
-  if (!adapter.empty()) load_adapter(model, adapter);
+  if (!adapter.empty()) load_peft_adapter(model, adapter);
   const TensorMap tensors = load_safetensors(input);
   auto it = tensors.find("input_ids");
   if (it == tensors.end()) throw FormatError(input + " has no tensor named input_ids: write the ids under that name");
@@ -77,7 +77,7 @@ int eval(const Args& args) {
   if (!parse_flags("eval", args, flags, values)) return 0;
   set_cpu_threads(threads);
   Decoder model = load_any_model(model_path);
-  if (!adapter.empty()) load_adapter(model, adapter);
+  if (!adapter.empty()) load_peft_adapter(model, adapter);
   std::vector<std::string> shards;
   if (has_suffix(d.corpus, ".h5")) {
     shards = {d.corpus};

@@ -156,8 +156,9 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   if (o.data.seq_len > model->options.max_position)
     throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +
                       std::to_string(model->options.max_position) + ": lower data.seq_len");
-  model->to(device);
   const int64_t parameters = count_parameters(model);
+  if (adaptation && adaptation->prepare_base) adaptation->prepare_base(model);
+  model->to(device);
   auto logits = [&](const torch::Tensor& ids) { return model->forward(ids); };
   double base_val_loss = std::nan("");
   if (adaptation) {
@@ -205,8 +206,8 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
     summary.update({{"method", adaptation->method}, {"base_model", o.model.init}, {"base_val_loss", base_val_loss},
                     {"base_val_ppl", std::exp(base_val_loss)}});
     log_info("held-out perplexity ", std::exp(base_val_loss), " (base) -> ", std::exp(result.val_loss),
-             "; saved the adapter to ", out, " (fold it in with: fedsplit peft merge --model ", o.model.init,
-             " --adapter ", out, " --out DIR)");
+             "; saved the adapter to ", out, " (use it with --model ", o.model.init, " --adapter ", out,
+             adaptation->mergeable ? ", or fold it in with fedsplit peft merge" : "", ")");
   } else {
     // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
     const std::string out = o.run.dir + "/model";

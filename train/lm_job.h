@@ -49,8 +49,10 @@ struct LmJobOptions {
 /// [peft] method. Without one every parameter trains and the whole model is saved.
 struct ModelAdaptation {
   std::string method;                                               ///< e.g. "lora": for logs and checkpoints
+  std::function<void(Decoder& model)> prepare_base;                 ///< optional, on the CPU before the model moves
   std::function<void(Decoder& model, uint64_t seed)> apply;         ///< on the model's device; freezes the base
   std::function<void(const Decoder& model, const std::string& dir)> save;  ///< writes the adapter to dir
+  bool mergeable = false;  ///< the adapter folds into the weights (`fedsplit peft merge`)
 };
 
 /// Registers every key of the train job ([run], [model], [data], [train]).
@@ -58,7 +60,7 @@ void bind_lm_job(Recipe& recipe, LmJobOptions& options);
 
 /// Runs the job. `recipe_ini` is the resolved recipe, compared against the run directory's so that
 /// a different run is never overwritten by accident. With `adaptation`, the job fine-tunes
-/// model.init (required): it evaluates the base model first, trains the adapter only and saves it
+/// model.init (required): it prepares the base (e.g. quantizes it) and evaluates it first, trains the adapter only and saves it
 /// to <run.dir>/adapter. Every finished run writes <run.dir>/summary.json (losses, parameter
 /// counts, peak memory).
 TrainResult run_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume,

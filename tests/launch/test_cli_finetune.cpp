@@ -100,6 +100,43 @@ TEST_F(CliFinetune, LoraTrainsOnlyTheAdapterAndBeatsTheBase) {
   EXPECT_FALSE(std::filesystem::exists(tmp / "lora/model")) << "a PEFT run saves the adapter, not a model copy";
 }
 
+// Every method trains from the recipe, beats the base on held-out text, and its saved adapter
+// reloads onto the base (through `eval --adapter`) to the run's final held-out loss.
+TEST_F(CliFinetune, EveryMethodTrainsAndReloads) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "m.ini", lora_recipe(tmp, tmp / "m"));
+  const std::string eval_args = " --data " + fixtures() + "/hf-tiny/tokenizers/training-text.txt --tokenizer " +
+                                fixtures() + "/hf-tiny/tokenizers/spm-bpe.model --seq-len 32 --batch-size 4 "
+                                "--val-fraction 0.1 --seed 3 --max-batches 2 --threads 1 --cache " + (tmp / "cache");
+  struct Case {
+    std::string flags;
+    int64_t trainable;
+    double reload_tolerance;  // the reloaded adapter sits on the fp32 base, training used the quantized one
+  };
+  const int64_t mlp = nlohmann::json::parse(read_text(tmp / "base/model/config.json"))["intermediate_size"];
+  const std::vector<Case> cases = {
+      // DoRA adds a magnitude per output row: q 32, v 16, down 32, per layer.
+      {"--peft.method=dora", 2 * (4 * 64 + 4 * 48 + 2 * (mlp + 32) + 32 + 16 + 32), 1e-5},
+      // 8 virtual tokens x 2 layers x (key + value) x 2 kv heads x head_dim 8.
+      {"--peft.method=prefix --peft.num_virtual_tokens=8", 8 * 2 * 2 * 16, 1e-5},
+      // Houlsby: after o_proj and down_proj, each down [16, 32] + 16 and up [32, 16] + 32.
+      {"--peft.method=bottleneck --peft.bottleneck_size=16", 2 * 2 * (16 * 32 + 16 + 32 * 16 + 32), 1e-5},
+      {"--peft.base_bits=8 --peft.base_group_size=32", 2 * (4 * 64 + 4 * 48 + 2 * (mlp + 32)), 2e-3},
+      {"--peft.base_bits=4 --peft.base_group_size=32", 2 * (4 * 64 + 4 * 48 + 2 * (mlp + 32)), 2e-2},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.flags);
+    auto r = run_fedsplit("run " + (tmp / "m.ini") + " --run.overwrite=true " + c.flags);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const auto summary = nlohmann::json::parse(read_text(tmp / "m/summary.json"));
+    EXPECT_EQ(summary["trainable_parameters"].get<int64_t>(), c.trainable);
+    EXPECT_LT(summary["val_loss"].get<double>(), summary["base_val_loss"].get<double>()) << summary.dump();
+    r = run_fedsplit("eval --model " + (tmp / "base/model") + " --adapter " + (tmp / "m/adapter") + eval_args);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NEAR(std::stod(r.output.substr(r.output.find("loss ") + 5)), summary["val_loss"].get<double>(), c.reload_tolerance);
+  }
+}
+
 TEST_F(CliFinetune, StoppedLoraRunResumesExactly) {
   const TempDir& tmp = *tmp_;
   write_text(tmp / "a.ini", lora_recipe(tmp, tmp / "a"));
@@ -129,6 +166,14 @@ TEST_F(CliFinetune, PeftRecipeErrorsNameTheKey) {
   r = run_fedsplit(run + "--peft.rank_pattern=q_proj");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("peft.rank_pattern"), std::string::npos) << r.output;
+
+  r = run_fedsplit(run + "--peft.method=prefix --peft.base_bits=4");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("peft.base_bits applies to"), std::string::npos) << r.output;
+
+  r = run_fedsplit(run + "--peft.base_bits=4 --peft.base_group_size=48");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("base_group_size"), std::string::npos) << r.output;
 
   r = run_fedsplit(run + "--peft.method=adalora");
   EXPECT_EQ(r.exit_code, 1) << r.output;
