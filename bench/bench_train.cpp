@@ -1,6 +1,7 @@
 // Training throughput of a GPT-2-shaped Decoder on random tokens: forward, backward, clip, AdamW.
 // Prints one JSON line; bench/run compares it with bench/train_throughput.py (PyTorch eager).
-// With --lora R only rank-R LoRA adapters on the attention projections train (bench/peft).
+// With --lora R only rank-R LoRA adapters on the attention projections train (bench/peft); with
+// --base-bits 8|4 as well, the frozen projections are held quantized (groups of 64).
 #include <torch/torch.h>
 
 #include <chrono>
@@ -13,12 +14,13 @@
 #include "core/util/compat.h"
 #include "core/util/memory.h"
 #include "peft/lora.h"
+#include "peft/quantized.h"
 #include "train/adamw.h"
 
 using namespace fedsplit;
 
 int main(int argc, char** argv) {
-  int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2, lora = 0;
+  int64_t layers = 6, d = 256, heads = 8, T = 256, B = 8, vocab = 8192, steps = 10, warmup = 2, threads = 2, lora = 0, base_bits = 0;
   std::string device_name = "cpu";
   bool bf16 = false;
   bool phases = false;
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
     else if (k == "--phases") phases = v == "1";
     else if (k == "--profile") profile = v;
     else if (k == "--lora") lora = std::stoll(v);
+    else if (k == "--base-bits") base_bits = std::stoll(v);
     else {
       std::cerr << "unknown flag " << k << "\n";
       return 2;
@@ -48,7 +51,9 @@ int main(int argc, char** argv) {
   const torch::Device device(device_name);
   const DecoderConfig c = family_config(ModelFamily::gpt2, vocab, d, layers, heads, heads, 4 * d, T);
   Decoder model(c);
+  const int64_t params = count_parameters(model);  // before quantization turns weights into buffers
   if (lora > 0) {
+    quantize_frozen_base(model, BaseQuantOptions{static_cast<int>(base_bits), 64});
     LoraOptions o;
     o.r = lora;
     o.alpha = 2.0 * lora;
@@ -109,8 +114,8 @@ int main(int argc, char** argv) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   int64_t trainable = 0;
   for (const auto& p : opt.params()) trainable += p.value.numel();
-  nlohmann::json out = {{"impl", "fedsplit"}, {"method", lora > 0 ? "lora" : "full"}, {"tokens_per_s", B * T * steps / secs},
-                        {"step_ms", 1e3 * secs / steps}, {"params", count_parameters(model)}, {"trainable", trainable},
+  nlohmann::json out = {{"impl", "fedsplit"}, {"method", lora == 0 ? "full" : base_bits ? "lora-int" + std::to_string(base_bits) : "lora"}, {"tokens_per_s", B * T * steps / secs},
+                        {"step_ms", 1e3 * secs / steps}, {"params", params}, {"trainable", trainable},
                         {"peak_host_bytes", peak_host_memory_bytes()}, {"peak_cuda_bytes", peak_cuda_memory_bytes()},
                         {"threads", threads}, {"device", device_name}, {"torch", TORCH_VERSION}};
   if (phases) {

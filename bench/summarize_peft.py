@@ -21,9 +21,10 @@ for (impl, method), rs in sorted(runs.items()):
     adapter = f"{4 * r['trainable'] / 1024:.1f}" if method != "full" else "-"
     print(f"{impl:<14} {method:<6} {r['trainable']:>12,} {100 * r['trainable'] / r['params']:>6.2f}% {adapter:>11} "
           f"{med('step_ms', impl, method):>9.1f} {med(mem, impl, method) / 2**20:>20.1f}")
-for impl in sorted({k[0] for k in runs}):
-    print(f"{impl}: LoRA/full step time {med('step_ms', impl, 'lora') / med('step_ms', impl, 'full'):.2f}x, "
-          f"peak memory {med(mem, impl, 'lora') / med(mem, impl, 'full'):.2f}x")
+for (impl, method) in sorted(runs):
+    if method != "full":
+        print(f"{impl}: {method}/full step time {med('step_ms', impl, method) / med('step_ms', impl, 'full'):.2f}x, "
+              f"peak memory {med(mem, impl, method) / med(mem, impl, 'full'):.2f}x")
 peer = "pytorch-eager"
 for method in ("full", "lora"):
     print(f"{method}: fedsplit/{peer} speed {med('step_ms', peer, method) / med('step_ms', 'fedsplit', method):.2f}x, "
