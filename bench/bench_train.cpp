@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   const torch::Device device(device_name);
   const DecoderConfig c = family_config(ModelFamily::gpt2, vocab, d, layers, heads, heads, 4 * d, T);
   Decoder model(c);
-  const int64_t params = count_parameters(model);  // before quantization turns weights into buffers
+  const int64_t parameters = count_parameters(model);  // before quantization turns weights into buffers
   if (lora > 0) {
     quantize_frozen_base(model, BaseQuantOptions{static_cast<int>(base_bits), 64});
     LoraOptions o;
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   int64_t trainable = 0;
   for (const auto& p : opt.params()) trainable += p.value.numel();
   nlohmann::json out = {{"impl", "fedsplit"}, {"method", lora == 0 ? "full" : base_bits ? "lora-int" + std::to_string(base_bits) : "lora"}, {"tokens_per_s", B * T * steps / secs},
-                        {"step_ms", 1e3 * secs / steps}, {"params", params}, {"trainable", trainable},
+                        {"step_ms", 1e3 * secs / steps}, {"params", parameters}, {"trainable", trainable},
                         {"peak_host_bytes", peak_host_memory_bytes()}, {"peak_cuda_bytes", peak_cuda_memory_bytes()},
                         {"threads", threads}, {"device", device_name}, {"torch", TORCH_VERSION}};
   if (phases) {
