@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "core/model/hf.h"
+#include "core/util/compat.h"
 #include "core/util/error.h"
 #include "peft/lora.h"
 
@@ -121,7 +122,10 @@ QuantizedProjectionImpl::QuantizedProjectionImpl(const ProjectionImpl& source, i
 }
 
 torch::Tensor QuantizedProjectionImpl::linear_no_bias(const torch::Tensor& x) const {
-  return QuantizedLinearFunction::apply(x, qweight, scales, static_cast<int64_t>(bits), group_size);
+  // Under bf16 autocast, compute in bf16 as nn.Linear would: a fp32 product here would be slower
+  // and make every activation after it fp32.
+  const auto in = x.to(compat::autocast_matmul_dtype(x));
+  return QuantizedLinearFunction::apply(in, qweight, scales, static_cast<int64_t>(bits), group_size);
 }
 
 torch::Tensor QuantizedProjectionImpl::forward(const torch::Tensor& x) {

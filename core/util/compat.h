@@ -90,6 +90,18 @@ inline torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tenso
 #endif
 }
 
+/// The dtype CUDA autocast runs a matmul on `x` in right now, or x's own dtype when autocast is off.
+/// Custom autograd functions are not autocast-aware: they cast their inputs with this themselves.
+inline at::ScalarType autocast_matmul_dtype(const at::Tensor& x) {
+  if (!x.is_cuda() || !at::isFloatingType(x.scalar_type())) return x.scalar_type();
+#if FEDSPLIT_TORCH_AT_LEAST(2, 4)
+  if (at::autocast::is_autocast_enabled(at::kCUDA)) return at::autocast::get_autocast_dtype(at::kCUDA);
+#else
+  if (at::autocast::is_enabled()) return at::autocast::get_autocast_gpu_dtype();
+#endif
+  return x.scalar_type();
+}
+
 /// Autocast to bf16 on CUDA for the scope of this object (no-op on CPU).
 class AutocastBF16 {
  public:
