@@ -103,14 +103,14 @@ torch::Tensor LoraProjectionImpl::forward(const torch::Tensor& x) {
   if (!use_dora) {
     if (!quantized_base) return torch::linear(x, weight, bias) + lora * scaling;
     const torch::Tensor y = base_linear(x) + lora * scaling;
-    return bias.defined() ? y + bias : y;
+    return bias.defined() ? y + bias.to(y.scalar_type()) : y;  // no fp32 promotion under autocast
   }
   const torch::Tensor scale = dora_scale(x.scalar_type());
   // Without dropout this is scale * (x W^T + s x A^T B^T) + b. With it, PEFT scales the base output
   // of the dropped-out input by (scale - 1) and adds it to the undropped base output.
   const torch::Tensor y = drop ? base_linear(x) + (scale - 1) * base_linear(in) + scale * (lora * scaling)
                                : scale * (base_linear(x) + lora * scaling);
-  return bias.defined() ? y + bias : y;
+  return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }
 
 torch::Tensor LoraProjectionImpl::delta_weight() const { return torch::matmul(lora_B, lora_A) * scaling; }

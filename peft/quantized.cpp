@@ -130,7 +130,8 @@ torch::Tensor QuantizedProjectionImpl::linear_no_bias(const torch::Tensor& x) co
 
 torch::Tensor QuantizedProjectionImpl::forward(const torch::Tensor& x) {
   const auto y = linear_no_bias(x);
-  return bias.defined() ? y + bias : y;
+  // The bias in y's dtype, as linear under autocast adds it: a fp32 bias would promote the output.
+  return bias.defined() ? y + bias.to(y.scalar_type()) : y;
 }
 
 torch::Tensor QuantizedProjectionImpl::dequantized_weight(torch::Dtype dtype) const {

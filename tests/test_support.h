@@ -1,9 +1,11 @@
 // Helpers shared by the test programs: temporary directories, text files, expected exceptions and
 // the fixtures folder. Include as "tests/test_support.h".
 #pragma once
+#include <ftw.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +17,13 @@
 
 namespace fedsplit::testing {
 
+/// Deletes `path` and everything below it, ignoring errors. Not std::filesystem::remove_all: PyTorch's
+/// libtorch.so (CUDA builds) exports its own copy of that symbol, which crashes test programs there.
+inline void remove_tree(const std::string& path) {
+  ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { std::remove(p); return 0; }, 16,
+         FTW_DEPTH | FTW_PHYS);
+}
+
 /// A fresh directory under the system temp dir, named after `tag` and this process, removed with
 /// its contents when the object goes. Tags must differ between directories alive at the same time.
 class TempDir {
@@ -22,13 +31,10 @@ class TempDir {
   explicit TempDir(const std::string& tag)
       : path_((std::filesystem::temp_directory_path() / ("fedsplit_" + tag + "_" + std::to_string(::getpid())))
                   .string()) {
-    std::filesystem::remove_all(path_);
+    remove_tree(path_);
     std::filesystem::create_directories(path_);
   }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
+  ~TempDir() { remove_tree(path_); }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 
