@@ -1,11 +1,9 @@
 // Helpers shared by the test programs: temporary directories, text files, expected exceptions and
 // the fixtures folder. Include as "tests/test_support.h".
 #pragma once
-#include <ftw.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -15,14 +13,9 @@
 #include <system_error>
 #include <vector>
 
-namespace fedsplit::testing {
+#include "core/util/fs.h"
 
-/// Deletes `path` and everything below it, ignoring errors. Not std::filesystem::remove_all: PyTorch's
-/// libtorch.so (CUDA builds) exports its own copy of that symbol, which crashes test programs there.
-inline void remove_tree(const std::string& path) {
-  ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { std::remove(p); return 0; }, 16,
-         FTW_DEPTH | FTW_PHYS);
-}
+namespace fedsplit::testing {
 
 /// A fresh directory under the system temp dir, named after `tag` and this process, removed with
 /// its contents when the object goes. Tags must differ between directories alive at the same time.

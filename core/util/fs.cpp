@@ -1,7 +1,9 @@
 #include "core/util/fs.h"
 
+#include <ftw.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -56,6 +58,11 @@ void make_dirs(const std::string& path) {
 bool path_exists(const std::string& path) {
   std::error_code ec;
   return sfs::exists(path, ec);
+}
+
+void remove_tree(const std::string& path) {
+  ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { std::remove(p); return 0; }, 16,
+         FTW_DEPTH | FTW_PHYS);
 }
 
 }  // namespace fedsplit

@@ -21,6 +21,11 @@ void make_dirs(const std::string& path);
 
 bool path_exists(const std::string& path);
 
+/// Deletes `path` and everything below it, ignoring errors (like `rm -rf`). Use this, not
+/// std::filesystem::remove_all: PyTorch's CUDA libtorch.so exports its own copy of that symbol,
+/// and a process that loads it crashes in remove_all.
+void remove_tree(const std::string& path);
+
 /// True if `path` ends with `suffix` (e.g. ".h5") and has something before it.
 inline bool has_suffix(const std::string& path, const std::string& suffix) {
   return path.size() > suffix.size() && path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;

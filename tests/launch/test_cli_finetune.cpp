@@ -22,13 +22,13 @@ std::string data_section(const TempDir& tmp) {
 
 // A tiny llama trained for a few steps: a base that fine-tuning can still improve.
 std::string base_recipe(const TempDir& tmp) {
-  return "[run]\ndir = " + (tmp / "base") + "\nseed = 7\nthreads = 1\n\n" + data_section(tmp) +
+  return "[run]\ndir = " + (tmp / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) +
          "[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"
          "[train]\nsteps = 40\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n";
 }
 
 std::string lora_recipe(const TempDir& tmp, const std::string& run_dir) {
-  return "[run]\ndir = " + run_dir + "\nseed = 3\nthreads = 1\n\n" + data_section(tmp) + "[model]\ninit = " +
+  return "[run]\ndir = " + run_dir + "\nseed = 3\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) + "[model]\ninit = " +
          (tmp / "base/model") +
          "\n\n[peft]\nmethod = lora\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = q_proj v_proj down_proj\n"
          "rank_pattern = down_proj=2\n\n"
