@@ -13,6 +13,7 @@
 #include "core/io/safetensors.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "peft/adapter_dir.h"
 #include "peft/lora.h"
 
 namespace fedsplit {
@@ -22,11 +23,7 @@ using json = nlohmann::json;
 
 const char* const kNote = "fedsplit's own adapter type (bottleneck adapters, Houlsby et al. 2019); PEFT does not load it";
 
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
+using adapter_dir::shape_string;
 
 torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
   if (name == "relu") return torch::relu(x);
@@ -86,16 +83,7 @@ std::map<std::string, std::vector<int64_t>> expected_tensors(const Decoder& mode
 }
 
 BottleneckOptions read_config(const std::string& path, const Decoder& model) {
-  json c;
-  try {
-    c = json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw FormatError(path + ": not valid JSON (" + std::string(e.what()) + ")");
-  }
-  if (!c.is_object()) throw FormatError(path + ": expected a JSON object");
-  const std::string type = c.value("peft_type", std::string());
-  if (type != "BOTTLENECK")
-    throw ConfigError(path + ": peft_type '" + type + "' is not a bottleneck adapter (expected BOTTLENECK)");
+  const json c = adapter_dir::read_config(path, "BOTTLENECK");
   BottleneckOptions o;
   for (const char* key : {"size", "placement", "activation", "scale"})
     if (!c.contains(key)) throw FormatError(path + ": missing key " + key);
@@ -124,14 +112,8 @@ BottleneckOptions read_config(const std::string& path, const Decoder& model) {
 BottleneckProjectionImpl::BottleneckProjectionImpl(const ProjectionImpl& base, int64_t s, const std::string& act, double k)
     : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()), size(s), activation(act), scale(k) {
   TORCH_CHECK(size > 0, "bottleneck size must be positive, got ", size);
+  share_frozen(base);  // the adapter costs only its own weights
   torch::NoGradGuard no_grad;
-  // Share the base tensors rather than copying them: the adapter costs only its own weights.
-  weight.set_data(base.weight.detach());
-  weight.requires_grad_(false);
-  if (bias.defined()) {
-    bias.set_data(base.bias.detach());
-    bias.requires_grad_(false);
-  }
   adapter_down = register_module("adapter_down", Projection(out_features, size, /*bias=*/true));
   adapter_up = register_module("adapter_up", Projection(size, out_features, /*bias=*/true));
   for (auto* m : {adapter_down.get(), adapter_up.get()}) {
@@ -217,18 +199,13 @@ void save_bottleneck_adapter(const Decoder& model, const std::string& dir) {
   for (const auto& [path, m] : modules)
     for (const auto& item : m->named_parameters())
       if (item.key().rfind("adapter_", 0) == 0) tensors.emplace(tensor_name(path, item.key(), family), item.value().detach());
-  make_dirs(dir);
-  save_safetensors((std::filesystem::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_text_atomically((std::filesystem::path(dir) / "adapter_config.json").string(), c.dump(2) + "\n");
+  adapter_dir::write(dir, c, tensors);
 }
 
 void load_bottleneck_adapter(Decoder& model, const std::string& dir) {
-  const std::string config_path = (std::filesystem::path(dir) / "adapter_config.json").string();
-  const std::string weights_path = (std::filesystem::path(dir) / "adapter_model.safetensors").string();
-  if (!path_exists(config_path)) throw IoError(dir + " has no adapter_config.json: is it an adapter directory?");
-  const BottleneckOptions o = read_config(config_path, model);
-  if (!path_exists(weights_path)) throw IoError(dir + " has no adapter_model.safetensors");
-  const TensorMap tensors = load_safetensors(weights_path);
+  const std::string weights_path = adapter_dir::weights_path(dir);
+  const BottleneckOptions o = read_config(adapter_dir::config_path(dir), model);
+  const TensorMap tensors = adapter_dir::read_weights(dir);
   const auto expected = expected_tensors(model, o);
   for (const auto& [key, shape] : expected) {
     const auto it = tensors.find(key);

@@ -53,14 +53,8 @@ LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank,
       use_dora(dora) {
   TORCH_CHECK(rank > 0, "LoRA rank must be positive, got ", rank);
   scaling = rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / static_cast<double>(r);
+  share_frozen(base);  // a model with LoRA costs only A and B extra
   torch::NoGradGuard no_grad;
-  // Share the base tensors rather than copying them: a model with LoRA costs only A and B extra.
-  weight.set_data(base.weight.detach());
-  weight.requires_grad_(false);
-  if (bias.defined()) {
-    bias.set_data(base.bias.detach());
-    bias.requires_grad_(false);
-  }
   if (dynamic_cast<const QuantizedProjectionImpl*>(&base)) {
     quantized_base = std::dynamic_pointer_cast<QuantizedProjectionImpl>(
         std::const_pointer_cast<torch::nn::Module>(base.shared_from_this()));

@@ -5,6 +5,7 @@
 #include "core/config/recipe.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "peft/adapter_dir.h"
 #include "peft/peft_format.h"
 
 namespace fedsplit {
@@ -103,12 +104,8 @@ std::optional<ModelAdaptation> peft_adaptation(const PeftOptions& o) {
 }
 
 void load_peft_adapter(Decoder& model, const std::string& dir) {
-  const std::string path = dir + "/adapter_config.json";
-  if (!path_exists(path)) throw IoError(path + " does not exist: an adapter directory holds adapter_config.json");
-  const auto config = nlohmann::json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
-  if (!config.is_object() || !config.contains("peft_type") || !config["peft_type"].is_string())
-    throw FormatError(path + ": not a JSON object with a string peft_type");
-  const std::string type = config["peft_type"];
+  const std::string path = adapter_dir::config_path(dir);
+  const std::string type = adapter_dir::read_config(path, "")["peft_type"];
   if (type == "LORA") return load_adapter(model, dir);
   if (type == "PREFIX_TUNING") return load_prefix_adapter(model, dir);
   if (type == "BOTTLENECK") return load_bottleneck_adapter(model, dir);

@@ -8,17 +8,14 @@
 #include "core/io/safetensors.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "peft/adapter_dir.h"
 
 namespace fedsplit {
 namespace {
 
 using json = nlohmann::json;
 
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
+using adapter_dir::shape_string;
 
 // Keys whose non-default values select features fedsplit does not implement.
 void reject_unsupported(const json& c, const std::string& path) {
@@ -60,15 +57,7 @@ void copy_adapter_tensors(Decoder& model, const TensorMap& tensors, const std::s
 }  // namespace
 
 LoraOptions read_adapter_config(const std::string& path) {
-  json c;
-  try {
-    c = json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    throw FormatError(path + ": not valid JSON (" + std::string(e.what()) + ")");
-  }
-  if (!c.is_object()) throw FormatError(path + ": expected a JSON object");
-  const std::string type = c.value("peft_type", std::string());
-  if (type != "LORA") throw ConfigError(path + ": peft_type '" + type + "' is not supported (only LORA)");
+  const json c = adapter_dir::read_config(path, "LORA");
   reject_unsupported(c, path);
   LoraOptions o;
   try {
@@ -100,13 +89,9 @@ std::string peft_tensor_name(const std::string& lora_parameter, ModelFamily fami
 }
 
 void load_adapter(Decoder& model, const std::string& dir) {
-  const std::string config_path = (std::filesystem::path(dir) / "adapter_config.json").string();
-  const std::string weights_path = (std::filesystem::path(dir) / "adapter_model.safetensors").string();
-  if (!path_exists(config_path)) throw IoError(dir + " has no adapter_config.json: is it a PEFT adapter directory?");
-  const LoraOptions options = read_adapter_config(config_path);
-  if (!path_exists(weights_path))
-    throw IoError(dir + " has no adapter_model.safetensors (pickled adapter_model.bin is not supported: re-save with safetensors)");
-  const TensorMap tensors = load_safetensors(weights_path);
+  const std::string weights_path = adapter_dir::weights_path(dir);
+  const LoraOptions options = read_adapter_config(adapter_dir::config_path(dir));
+  const TensorMap tensors = adapter_dir::read_weights(dir);
   // A failed load leaves the model as it was: adapters removed, requires_grad flags restored.
   // By name: unload puts new Projection modules (sharing the base tensors) in the LoRA ones' place.
   std::map<std::string, bool> flags;
@@ -182,9 +167,7 @@ void save_adapter(const Decoder& model, const std::string& dir) {
   TensorMap tensors;
   for (const auto& [name, tensor] : lora_parameters(model))
     tensors.emplace(peft_tensor_name(name, family), tensor.detach());
-  make_dirs(dir);
-  save_safetensors((std::filesystem::path(dir) / "adapter_model.safetensors").string(), tensors, {{"format", "pt"}});
-  write_text_atomically((std::filesystem::path(dir) / "adapter_config.json").string(), c.dump(2) + "\n");
+  adapter_dir::write(dir, c, tensors);
 }
 
 }  // namespace fedsplit

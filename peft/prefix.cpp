@@ -9,6 +9,7 @@
 #include "core/io/safetensors.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
+#include "peft/adapter_dir.h"
 
 namespace fedsplit {
 namespace {
@@ -24,11 +25,7 @@ int64_t token_dim(const Decoder& model) { return model->options.num_kv_heads * m
 
 int64_t prefix_width(const Decoder& model) { return model->num_layers() * 2 * token_dim(model); }
 
-std::string shape_string(at::IntArrayRef sizes) {
-  std::string s = "[";
-  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + std::to_string(sizes[i]);
-  return s + "]";
-}
+using adapter_dir::shape_string;
 
 // An integer key of the config; FormatError if absent or not an integer.
 int64_t int_key(const json& c, const std::string& key, const std::string& path) {
@@ -39,10 +36,6 @@ int64_t int_key(const json& c, const std::string& key, const std::string& path) 
 
 // The adapter's num_virtual_tokens, after checking that the config describes a prefix this model runs.
 int64_t check_config(const json& c, const Decoder& model, const std::string& path) {
-  if (!c.is_object()) throw FormatError(path + ": expected a JSON object");
-  const std::string type = c.value("peft_type", std::string());
-  if (type != "PREFIX_TUNING")
-    throw ConfigError(path + ": peft_type '" + type + "' is not a prefix-tuning adapter (expected PREFIX_TUNING)");
   if (c.contains("prefix_projection") && c["prefix_projection"] == true)
     throw ConfigError(path + ": prefix_projection = true is not supported by fedsplit (only the plain prefix; "
                       "train the adapter with prefix_projection false)");
@@ -106,26 +99,14 @@ void save_prefix_adapter(const Decoder& model, const std::string& dir) {
                   {"inference_mode", true},
                   {"modules_to_save", nullptr},
                   {"base_model_name_or_path", nullptr}};
-  make_dirs(dir);
-  save_safetensors((std::filesystem::path(dir) / "adapter_model.safetensors").string(), {{kTensorName, prefix.detach()}},
-                   {{"format", "pt"}});
-  write_text_atomically((std::filesystem::path(dir) / "adapter_config.json").string(), c.dump(2) + "\n");
+  adapter_dir::write(dir, c, {{kTensorName, prefix.detach()}});
 }
 
 void load_prefix_adapter(Decoder& model, const std::string& dir) {
-  const std::string config_path = (std::filesystem::path(dir) / "adapter_config.json").string();
-  const std::string weights_path = (std::filesystem::path(dir) / "adapter_model.safetensors").string();
-  if (!path_exists(config_path)) throw IoError(dir + " has no adapter_config.json: is it a PEFT adapter directory?");
-  json c;
-  try {
-    c = json::parse(read_file(config_path));
-  } catch (const json::exception& e) {
-    throw FormatError(config_path + ": not valid JSON (" + std::string(e.what()) + ")");
-  }
-  const int64_t p = check_config(c, model, config_path);
-  if (!path_exists(weights_path))
-    throw IoError(dir + " has no adapter_model.safetensors (pickled adapter_model.bin is not supported: re-save with safetensors)");
-  const TensorMap tensors = load_safetensors(weights_path);
+  const std::string config_path = adapter_dir::config_path(dir);
+  const std::string weights_path = adapter_dir::weights_path(dir);
+  const int64_t p = check_config(adapter_dir::read_config(config_path, "PREFIX_TUNING"), model, config_path);
+  const TensorMap tensors = adapter_dir::read_weights(dir);
   for (const auto& [key, tensor] : tensors)
     if (key != kTensorName) throw FormatError(weights_path + ": unexpected tensor " + key + " (a prefix adapter holds only " + kTensorName + ")");
   const auto it = tensors.find(kTensorName);

@@ -1,4 +1,5 @@
 set(PEFT_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/adapter_dir.cpp
   ${CMAKE_CURRENT_LIST_DIR}/bottleneck.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora.cpp
   ${CMAKE_CURRENT_LIST_DIR}/method.cpp

@@ -13,6 +13,16 @@ ProjectionImpl::ProjectionImpl(int64_t in, int64_t out, bool with_bias) : in_fea
 
 torch::Tensor ProjectionImpl::forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
 
+void ProjectionImpl::share_frozen(const ProjectionImpl& base) {
+  torch::NoGradGuard no_grad;
+  weight.set_data(base.weight.detach());
+  weight.requires_grad_(false);
+  if (bias.defined()) {
+    bias.set_data(base.bias.detach());
+    bias.requires_grad_(false);
+  }
+}
+
 void ProjectionImpl::pretty_print(std::ostream& stream) const {
   stream << "fedsplit::Projection(in_features=" << in_features << ", out_features=" << out_features
          << ", bias=" << (bias.defined() ? "true" : "false") << ")";

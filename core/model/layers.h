@@ -21,6 +21,9 @@ class ProjectionImpl : public torch::nn::Module {
   ~ProjectionImpl() override = default;
   virtual torch::Tensor forward(const torch::Tensor& x);
   void pretty_print(std::ostream& stream) const override;
+  /// Makes `weight` and `bias` the very tensors of `base`, frozen: for a subclass that adds to a
+  /// frozen projection (an adapter), at no memory cost beyond its own parameters.
+  void share_frozen(const ProjectionImpl& base);
 
   int64_t in_features;
   int64_t out_features;

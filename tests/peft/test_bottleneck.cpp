@@ -16,6 +16,7 @@
 #include "core/model/hf.h"
 #include "core/util/error.h"
 #include "peft/bottleneck.h"
+#include "tests/peft/peft_test_helpers.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit;
@@ -25,9 +26,6 @@ namespace {
 
 constexpr double kReorderTolerance = 1e-5;
 
-std::string model_dir(const std::string& family) { return fixtures() + "/hf-tiny/" + family; }
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 torch::Tensor ids_for_test() {
   auto gen = at::detail::createCPUGenerator(3);

@@ -18,6 +18,7 @@
 #include "peft/lora.h"
 #include "peft/peft_format.h"
 #include "tests/launch/cli_helpers.h"
+#include "tests/peft/peft_test_helpers.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit;
@@ -25,22 +26,9 @@ using namespace fedsplit::testing;
 
 namespace {
 
-std::string model_dir(const std::string& family) { return fixtures() + "/hf-tiny/" + family; }
-std::string dora_dir(const std::string& family) {
-  return std::string(FEDSPLIT_SOURCE_DIR) + "/tests/fixtures/peft/" + family + "/dora";
-}
+std::string dora_dir(const std::string& family) { return peft_reference_dir(family, "dora"); }
 TensorMap dora_reference(const std::string& family) {
   return load_safetensors(dora_dir(family) + "/reference.safetensors");
-}
-
-torch::Tensor logits_of(Decoder& model, const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  return model->forward(ids);
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
 // The DoRA output of one projection written out from the paper / PEFT, in float64. With

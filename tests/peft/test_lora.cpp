@@ -15,6 +15,7 @@
 #include "peft/lora.h"
 #include "peft/peft_format.h"
 #include "tests/launch/cli_helpers.h"
+#include "tests/peft/peft_test_helpers.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit;
@@ -22,17 +23,8 @@ using namespace fedsplit::testing;
 
 namespace {
 
-std::string model_dir(const std::string& family) { return fixtures() + "/hf-tiny/" + family; }
 
 TensorMap reference(const std::string& family) { return load_safetensors(model_dir(family) + "/reference.safetensors"); }
-
-torch::Tensor logits_of(Decoder& model, const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  return model->forward(ids);
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
 std::set<std::string> keys_of(const TensorMap& m) {
   std::set<std::string> out;

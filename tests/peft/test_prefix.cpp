@@ -13,6 +13,7 @@
 #include "core/model/hf.h"
 #include "core/util/error.h"
 #include "peft/prefix.h"
+#include "tests/peft/peft_test_helpers.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit;
@@ -20,18 +21,7 @@ using namespace fedsplit::testing;
 
 namespace {
 
-std::string model_dir(const std::string& family) { return fixtures() + "/hf-tiny/" + family; }
-std::string adapter_dir(const std::string& family) {
-  return std::string(FEDSPLIT_SOURCE_DIR) + "/tests/fixtures/peft/" + family + "/prefix";
-}
-
-torch::Tensor logits_of(Decoder& model, const torch::Tensor& ids) {
-  torch::NoGradGuard no_grad;
-  model->eval();
-  return model->forward(ids);
-}
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) { return (a - b).abs().max().item<double>(); }
+std::string adapter_dir(const std::string& family) { return peft_reference_dir(family, "prefix"); }
 
 // A copy of the fixture adapter of `family` in `dir`, to be edited by a test.
 void copy_adapter(const std::string& family, const std::string& dir) {
