@@ -146,7 +146,7 @@ TokenDataset::TokenDataset(std::vector<std::shared_ptr<const TokenShard>> shards
         value = shard.meta(filter.key)[static_cast<size_t>(ref.doc)];
       }
       existing.insert(value);
-      if ((value == filter.value) != filter.exclude) kept.push_back(ref);
+      if (filter.keeps(value)) kept.push_back(ref);
     }
     if (!any_has_key) {
       std::set<std::string> keys;

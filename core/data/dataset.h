@@ -37,6 +37,8 @@ struct MetaFilter {
   /// Parses "key=value", "key!=value" or "" (no filter); ConfigError otherwise.
   static MetaFilter parse(const std::string& text);
   bool active() const { return !key.empty(); }
+  /// Whether a document whose value of `key` is `document_value` ("" when it has none) is kept.
+  bool keeps(const std::string& document_value) const { return (document_value == value) != exclude; }
   std::string to_string() const;
 };
 
