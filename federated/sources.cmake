@@ -1,0 +1,2 @@
+set(FEDERATED_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp)
