@@ -236,9 +236,7 @@ class ScaledProjection : public ProjectionImpl {
  public:
   explicit ScaledProjection(const ProjectionImpl& base)
       : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()) {
-    torch::NoGradGuard no_grad;
-    weight.copy_(base.weight);
-    if (bias.defined()) bias.copy_(base.bias);
+    share_frozen(base);
   }
   torch::Tensor forward(const torch::Tensor& x) override { return ProjectionImpl::forward(x) * 2; }
 };
@@ -272,9 +270,7 @@ class RecordingProjection : public ProjectionImpl {
  public:
   explicit RecordingProjection(const ProjectionImpl& base)
       : ProjectionImpl(base.in_features, base.out_features, base.bias.defined()) {
-    torch::NoGradGuard no_grad;
-    weight.copy_(base.weight);
-    if (bias.defined()) bias.copy_(base.bias);
+    share_frozen(base);
   }
   torch::Tensor forward(const torch::Tensor& x) override { return last = ProjectionImpl::forward(x); }
   torch::Tensor last;
