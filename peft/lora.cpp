@@ -33,15 +33,6 @@ const T* pattern_value(const std::map<std::string, T>& patterns, const std::stri
   return nullptr;
 }
 
-std::pair<std::shared_ptr<torch::nn::Module>, std::string> parent_of(Decoder& model, const std::string& path) {
-  const auto dot = path.rfind('.');
-  if (dot == std::string::npos) return {model.ptr(), path};
-  const auto modules = model->named_modules("", /*include_self=*/false);
-  const auto* parent = modules.find(path.substr(0, dot));
-  TORCH_CHECK(parent != nullptr, "no module '", path.substr(0, dot), "'");
-  return {*parent, path.substr(dot + 1)};
-}
-
 }  // namespace
 
 LoraProjectionImpl::LoraProjectionImpl(const ProjectionImpl& base, int64_t rank, double a, double p, bool rs, bool dora)
@@ -223,7 +214,7 @@ void apply_lora(Decoder& model, const LoraOptions& o, uint64_t seed) {
     const std::string hf_path = hf_module_path(path, family);
     const int64_t* r = pattern_value(o.rank_pattern, hf_path);
     const double* alpha = pattern_value(o.alpha_pattern, hf_path);
-    auto [parent, name] = parent_of(model, path);
+    auto [parent, name] = module_parent(model, path);
     const ProjectionImpl& base = child_projection(*parent, name);
     LoraProjection lora(base, r ? *r : o.r, alpha ? *alpha : o.alpha, o.dropout, o.rslora, o.use_dora);
     // PEFT: kaiming_uniform_(A, a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)); drawn on the CPU so the
@@ -282,7 +273,7 @@ void replace_with_plain(Decoder& model, const std::string& path, const LoraProje
     plain->bias.requires_grad_(lora->bias.requires_grad());
   }
   plain->train(lora->is_training());
-  auto [parent, name] = parent_of(model, path);
+  auto [parent, name] = module_parent(model, path);
   parent->replace_module(name, plain);
 }
 }  // namespace

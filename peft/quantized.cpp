@@ -189,9 +189,7 @@ void quantize_frozen_base(Decoder& model, const BaseQuantOptions& o) {
     paths.push_back(path);
   }
   for (const auto& path : paths) {
-    const auto dot = path.rfind('.');
-    const auto& parent = *modules.find(path.substr(0, dot));
-    const std::string name = path.substr(dot + 1);
+    const auto [parent, name] = module_parent(model, path);
     const ProjectionImpl& plain = child_projection(*parent, name);
     QuantizedProjection q(plain, o.bits, o.group_size, hf_module_path(path, family));
     q->train(plain.is_training());

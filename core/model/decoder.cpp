@@ -148,6 +148,15 @@ void DecoderImpl::to(torch::Device device, bool non_blocking) {
   }
 }
 
+std::pair<std::shared_ptr<torch::nn::Module>, std::string> module_parent(const Decoder& model, const std::string& path) {
+  const auto dot = path.rfind('.');
+  if (dot == std::string::npos) return {model.ptr(), path};
+  const auto modules = model->named_modules("", /*include_self=*/false);
+  const auto* parent = modules.find(path.substr(0, dot));
+  TORCH_CHECK(parent != nullptr, "no module '", path.substr(0, dot), "'");
+  return {*parent, path.substr(dot + 1)};
+}
+
 int64_t count_parameters(const Decoder& model) {
   int64_t n = 0;
   for (const auto& p : model->parameters()) n += p.numel();

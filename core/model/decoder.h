@@ -17,6 +17,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "core/model/config.h"
 #include "core/model/layers.h"
@@ -91,6 +94,10 @@ class DecoderImpl : public torch::nn::Module {
   torch::Tensor rope_sin_;
 };
 TORCH_MODULE(Decoder);
+
+/// The module holding the submodule at `path` (a module path such as "layers.0.self_attn.q_proj")
+/// and the submodule's name in it, for replace_module. Throws c10::Error if no module has that path.
+std::pair<std::shared_ptr<torch::nn::Module>, std::string> module_parent(const Decoder& model, const std::string& path);
 
 /// Number of scalar parameters (a tied head counts once).
 int64_t count_parameters(const Decoder& model);
