@@ -3,7 +3,6 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
-#include <filesystem>
 
 #include "core/config/recipe.h"
 #include "core/data/dataset.h"
@@ -14,99 +13,10 @@
 #include "core/util/log.h"
 #include "core/util/memory.h"
 #include "core/util/threads.h"
-#include "train/model_io.h"
 
 namespace fedsplit {
-namespace {
-
-torch::Device pick_device(const std::string& name) {
-  if (name == "cpu") return torch::kCPU;
-  if (name == "cuda") {
-    if (!torch::cuda::is_available()) throw ConfigError("run.device = cuda but no CUDA device is available: use cpu or auto");
-    return torch::kCUDA;
-  }
-  return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-}
-
-DecoderConfig scratch_config(const ModelOptions& m, const Tokenizer& tokenizer) {
-  DecoderConfig c = family_config(parse_family(m.family, "model.family"), tokenizer.vocab_size(), m.hidden_size,
-                                  m.layers, m.heads, m.kv_heads > 0 ? m.kv_heads : m.heads, m.intermediate_size,
-                                  m.max_position);
-  c.rope_theta = m.rope_theta;
-  c.tie_embeddings = m.tie_embeddings;
-  c.dropout = m.dropout;
-  c.bos_token_id = tokenizer.bos_id();
-  if (tokenizer.eos_id() >= 0) c.eos_token_ids = {tokenizer.eos_id()};
-  validate(c, "[model]");
-  return c;
-}
-
-// Strips the keys that may change between the runs of one job (they do not change its results).
-std::string comparable(const std::string& ini) {
-  std::string out, line;
-  std::istringstream in(ini);
-  while (std::getline(in, line))
-    if (line.rfind("overwrite =", 0) != 0 && line.rfind("device =", 0) != 0 && line.rfind("stop_after =", 0) != 0 &&
-        line.rfind("threads =", 0) != 0)
-      out += line + "\n";
-  return out;
-}
-
-// A run directory holds one run: refuse to mix a different recipe into it, or to restart over a
-// checkpoint without being told to.
-void claim_run_dir(const RunOptions& run, const std::string& recipe_ini, bool resume) {
-  const std::string recipe_path = run.dir + "/recipe.ini";
-  const std::string ckpt = run.dir + "/checkpoint.h5";
-  if (resume) {
-    if (!path_exists(ckpt))
-      throw IoError("--resume: " + ckpt + " does not exist; run without --resume to start this run");
-    if (path_exists(recipe_path) && comparable(read_file(recipe_path)) != comparable(recipe_ini))
-      throw ConfigError("--resume: the recipe differs from the one in " + recipe_path +
-                        "; resume with the same recipe and flags (compare with that file)");
-    return;
-  }
-  // A directory whose run never produced anything (it failed before its first step) is free.
-  const bool has_results = path_exists(ckpt) || path_exists(run.dir + "/metrics.jsonl");
-  if (!run.overwrite && has_results && path_exists(recipe_path)) {
-    if (comparable(read_file(recipe_path)) != comparable(recipe_ini))
-      throw ConfigError(run.dir + " holds a different run (see " + recipe_path +
-                        "): choose another run.dir, or pass --run.overwrite=true to replace it");
-    if (path_exists(ckpt))
-      throw ConfigError(run.dir + " already holds this run with a checkpoint: pass --resume to continue it, "
-                        "or --run.overwrite=true to start it again");
-  }
-  make_dirs(run.dir);
-  write_text_atomically(recipe_path, recipe_ini);
-}
-
-// Copies the tokenizer file into `dir` under the name load_tokenizer looks for in a directory.
-void copy_tokenizer(const Tokenizer& tokenizer, const std::string& dir) {
-  const std::string& src = tokenizer.path();
-  const bool is_json = has_suffix(src, ".json");
-  const std::string dst = dir + (is_json ? "/tokenizer.json" : "/tokenizer.model");
-  write_atomically(dst, [&](const std::string& tmp) {
-    std::filesystem::copy_file(src, tmp, std::filesystem::copy_options::overwrite_existing);
-  });
-}
-
-int64_t tensor_bytes(const torch::nn::Module& model) {
-  int64_t bytes = 0;
-  for (const auto& p : model.parameters()) bytes += p.numel() * static_cast<int64_t>(p.element_size());
-  for (const auto& b : model.buffers()) bytes += b.numel() * static_cast<int64_t>(b.element_size());
-  return bytes;
-}
-
-int64_t trainable_count(const torch::nn::Module& model) {
-  int64_t n = 0;
-  for (const auto& p : model.parameters())
-    if (p.requires_grad()) n += p.numel();
-  return n;
-}
-
-}  // namespace
-
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
-  r.add_choice("run.mode", &o.run.mode, {"train"}, "what the run does");
+  r.add_choice("run.mode", &o.run.mode, {"train", "federated"}, "what the run does");
   r.add("run.dir", &o.run.dir, "run directory (metrics.jsonl, checkpoint.h5, model/)");
   r.add("run.seed", &o.run.seed, "seed for model init, data order and dropout", 0, std::numeric_limits<int64_t>::max());
   r.add("run.threads", &o.run.threads, "CPU threads for LibTorch (0 = all cores)", 0, 1024);
@@ -149,9 +59,7 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   d.filter = MetaFilter::parse(o.data.filter);
   TokenDataset data(resolve_shards(o.data, *tokenizer), d);
 
-  Decoder model = o.model.init.empty() ? Decoder(scratch_config(o.model, *tokenizer), /*init=*/false)
-                                       : load_any_model(o.model.init);
-  if (o.model.init.empty()) model->init_weights(static_cast<uint64_t>(o.run.seed));
+  Decoder model = initial_model(o.model, *tokenizer, static_cast<uint64_t>(o.run.seed));
   data.check_vocab(model->options.vocab_size);
   if (o.data.seq_len > model->options.max_position)
     throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +

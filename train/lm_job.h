@@ -7,36 +7,12 @@
 #include "core/data/prepare.h"
 #include "core/model/decoder.h"
 #include "train/options.h"
+#include "train/run_setup.h"
 #include "train/trainer.h"
 
 namespace fedsplit {
 
 class Recipe;
-
-struct RunOptions {
-  std::string mode = "train";   ///< what the run does (train; later federated, split, ...)
-  std::string dir = "runs/run"; ///< run directory: metrics.jsonl, checkpoint.h5, model/
-  int64_t seed = 1234;          ///< seeds model init, data order and dropout
-  int64_t threads = 0;          ///< CPU threads for LibTorch (0 = all cores)
-  std::string device = "auto";  ///< auto | cpu | cuda
-  bool overwrite = false;       ///< allow a run directory that holds a different run
-  int64_t stop_after = 0;       ///< end this invocation after this many steps (checkpointed); 0 = never
-};
-
-/// Architecture of a model trained from scratch (ignored when `init` names a model).
-struct ModelOptions {
-  std::string init;                 ///< HF model directory or checkpoint.h5 to start from; empty = from scratch
-  std::string family = "llama";     ///< llama | qwen2 | gpt2
-  int64_t hidden_size = 256;        ///< model width
-  int64_t layers = 4;               ///< decoder blocks
-  int64_t heads = 4;                ///< attention heads
-  int64_t kv_heads = 0;             ///< key/value heads (GQA); 0 = heads
-  int64_t intermediate_size = 0;    ///< MLP width; 0 = family default (llama/qwen2 8/3·d rounded to 64, gpt2 4·d)
-  int64_t max_position = 1024;      ///< longest sequence (learned positions for gpt2)
-  double rope_theta = 10000.0;      ///< RoPE base (llama, qwen2)
-  bool tie_embeddings = false;      ///< share input embedding and output head
-  double dropout = 0.0;             ///< dropout on residual branches during training
-};
 
 struct LmJobOptions {
   RunOptions run;

@@ -4,4 +4,5 @@ set(TRAIN_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/lm_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/model_io.cpp
   ${CMAKE_CURRENT_LIST_DIR}/options.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/run_setup.cpp
   ${CMAKE_CURRENT_LIST_DIR}/trainer.cpp)
