@@ -6,6 +6,7 @@
 #include "core/util/log.h"
 #include "launch/commands.h"
 #include "launch/embedded_recipes.h"
+#include "federated/fed_job.h"
 #include "peft/method.h"
 #include "train/lm_job.h"
 
@@ -30,10 +31,11 @@ int run(const Args& args) {
   }
 
   Recipe recipe;
-  LmJobOptions options;
+  FederatedJobOptions job;
+  LmJobOptions& options = job.lm;
   bind_lm_job(recipe, options);
-  PeftOptions peft;
-  bind_peft_options(recipe, peft);
+  bind_peft_options(recipe, job.peft);
+  bind_federated_options(recipe, job.fed);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -46,9 +48,12 @@ int run(const Args& args) {
   } else {
     recipe.parse(recipe_path, overrides);
   }
-  if (options.run.mode != "train")
-    throw ConfigError("run.mode = " + options.run.mode + " is not available in this build");
-  const auto adaptation = peft_adaptation(peft);
+  if (options.run.mode == "federated") {
+    const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
+    if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    return 0;
+  }
+  const auto adaptation = peft_adaptation(job.peft);
   const TrainResult result = run_lm_job(options, recipe.to_ini(), resume, adaptation ? &*adaptation : nullptr);
   log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
   return 0;

@@ -1,0 +1,77 @@
+#include "federated/client_host.h"
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+
+#include "core/util/log.h"
+#include "federated/sampling.h"
+
+namespace fedsplit {
+namespace {
+
+// Faults a test can ask a client to commit, to check that the server leaves it out.
+void inject_fault(const std::string& kind, Message& update) {
+  if (update.tensors.empty()) return;
+  auto& [name, t] = *update.tensors.begin();
+  if (kind == "nonfinite") t.view(-1)[0] = std::numeric_limits<float>::quiet_NaN();
+  if (kind == "shape") t = t.narrow(0, 0, std::max<int64_t>(t.size(0) - 1, 0)).contiguous();
+  if (kind == "dtype") t = t.to(torch::kFloat16);
+}
+
+}  // namespace
+
+ClientHost::ClientHost(Participant& participant, std::vector<TokenDataset>& datasets, const ClientRoster& roster,
+                       LocalTrainingOptions training, uint64_t seed, bool shares_server_model)
+    : participant_(participant), datasets_(datasets), roster_(roster), training_(std::move(training)), seed_(seed),
+      shares_server_model_(shares_server_model) {}
+
+void ClientHost::on_round(const Message& round) {
+  round_ = round.meta.at("round").get<int64_t>();
+  if (round.meta.value("content", "global") == "stack") {
+    const int64_t stack_round = round.meta.at("stack_round").get<int64_t>();
+    if (!shares_server_model_ && stack_round > merged_stack_round_) participant_.merge_stacked(round.tensors);
+    merged_stack_round_ = stack_round;
+    global_ = participant_.global();  // flora clients start each round from a fresh LoRA anyway
+  } else {
+    global_ = round.tensors;
+  }
+}
+
+std::string ClientHost::train_client(int64_t c) {
+  const auto i = static_cast<size_t>(c);
+  Message update;
+  update.meta = {{"client", c}, {"round", round_}, {"status", "ok"}, {"samples", roster_.samples[i]}};
+  const auto fault = roster_.faults.find(c);
+  if (fault != roster_.faults.end() && fault->second == "silent") {
+    // A silent client: in a simulation the ranks stay in step, so it reports that it has nothing.
+    update.meta["status"] = "silent";
+    return encode_message(update);
+  }
+  participant_.load(global_);
+  participant_.begin_client(roster_.lora_ranks[i], client_seed(seed_, round_, c));
+  TokenDataset& data = datasets_[i];
+  // Each client reads its data as if it trained every round: the stream position is a function of the round.
+  const int64_t steps = roster_.local_steps[i];
+  const int64_t consumed = round_ * steps;
+  data.seek({consumed / data.batches_per_epoch(), consumed % data.batches_per_epoch()});
+  LocalTrainingOptions training = training_;
+  training.steps = steps;
+  auto logits = [this](const torch::Tensor& ids) { return participant_.model()->forward(ids); };
+  const auto t0 = std::chrono::steady_clock::now();
+  const LocalResult result = train_locally(*participant_.model(), logits, data, training, participant_.device(),
+                                           [this] { participant_.mask_gradients(); }, &global_);
+  update.meta["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  update.meta.update({{"loss", result.mean_loss}, {"steps", result.steps}, {"tokens", result.tokens}});
+  if (!result.finite) {
+    update.meta["status"] = "failed";
+    update.meta["reason"] = "its training loss became non-finite after " + std::to_string(result.steps) + " steps";
+  } else {
+    update.tensors = participant_.client_update();
+    if (fault != roster_.faults.end()) inject_fault(fault->second, update);
+  }
+  participant_.end_client();
+  return encode_message(update);
+}
+
+}  // namespace fedsplit

@@ -1,0 +1,376 @@
+#include "federated/fed_job.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "core/comm/world.h"
+#include "core/data/client_data.h"
+#include "core/model/hf.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/util/error.h"
+#include "core/util/fs.h"
+#include "core/util/log.h"
+#include "core/util/memory.h"
+#include "core/util/metrics.h"
+#include "core/util/threads.h"
+#include "federated/client_host.h"
+#include "federated/sampling.h"
+#include "federated/server.h"
+#include "federated/server_checkpoint.h"
+
+namespace fedsplit {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void check_options(const FederatedJobOptions& o) {
+  const auto& f = o.fed;
+  if ((f.partition.scheme == "natural" || f.partition.scheme == "dirichlet") && f.partition_key.empty())
+    throw ConfigError("federated.partition = " + f.partition.scheme +
+                      " needs federated.partition_key (a metadata key, e.g. president for sotu, genre for brown)");
+  if (f.lora_aggregation != "fedavg") {
+    if (o.peft.method != "lora")
+      throw ConfigError("federated.lora_aggregation = " + f.lora_aggregation + " needs peft.method = lora (got " +
+                        o.peft.method + ")");
+    if (!o.peft.rank_pattern.empty() || !o.peft.alpha_pattern.empty())
+      throw ConfigError("federated.lora_aggregation = " + f.lora_aggregation +
+                        " needs one rank and alpha for every module: clear peft.rank_pattern and peft.alpha_pattern");
+  } else if (!f.client_ranks.empty()) {
+    throw ConfigError("federated.client_ranks needs federated.lora_aggregation = hetlora, flora or ffa "
+                      "(fedavg averages A and B of one shape)");
+  }
+  if (f.lora_aggregation == "flora" && (f.server.rule != "fedavg" || f.server.lr != 1.0))
+    throw ConfigError("federated.lora_aggregation = flora merges the exact stacked update each round: use "
+                      "federated.server_optimizer = fedavg with federated.server_lr = 1");
+  if (f.min_clients > sample_size(f.partition.clients, f.sample_fraction, f.sample_count) &&
+      f.partition.scheme != "natural")
+    throw ConfigError("federated.min_clients = " + std::to_string(f.min_clients) +
+                      " exceeds the clients sampled per round: lower it or sample more");
+}
+
+// Broadcasts rank 0's message to every rank; returns its encoded size.
+int64_t share(World& world, Message& message) {
+  std::string bytes = world.rank() == 0 ? encode_message(message) : std::string();
+  if (world.size() > 1) {
+    torch::Tensor length = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
+    world.broadcast(length, 0);
+    torch::Tensor buffer = world.rank() == 0
+                               ? torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone()
+                               : torch::empty({length.item<int64_t>()}, torch::kUInt8);
+    world.broadcast(buffer, 0);
+    if (world.rank() != 0) {
+      buffer = buffer.to(torch::kCPU).contiguous();
+      bytes.assign(static_cast<const char*>(buffer.data_ptr()), static_cast<size_t>(buffer.numel()));
+      message = decode_message(bytes, "the server (rank 0)");
+    }
+  }
+  return static_cast<int64_t>(bytes.size());
+}
+
+struct ClientData {
+  std::vector<TokenDataset> datasets;
+  std::vector<std::vector<Batch>> val_batches;
+  ClientRoster roster;
+  nlohmann::json partition_file;
+};
+
+ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::string>& shard_paths, int64_t global_rank) {
+  std::vector<std::shared_ptr<const TokenShard>> shards;
+  for (const auto& p : shard_paths) shards.push_back(std::make_shared<const TokenShard>(p));
+  const auto docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.fed.partition_key);
+  PartitionOptions popts = o.fed.partition;
+  popts.seed = static_cast<uint64_t>(o.lm.run.seed);
+  const Partition partition = partition_documents(docs.labels, popts, o.fed.partition_key);
+  DatasetOptions d;
+  d.seq_len = o.lm.data.seq_len;
+  d.batch_size = o.lm.data.batch_size;
+  d.val_fraction = o.lm.data.val_fraction;
+  d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.lm.run.seed);
+  ClientData out;
+  out.datasets = client_datasets(shards, d, docs, partition);
+  auto& r = out.roster;
+  r.names = partition.client_names;
+  const auto n = static_cast<int64_t>(r.names.size());
+  r.lora_ranks = client_lora_ranks(o.fed.client_ranks, r.names, global_rank);
+  r.stragglers = pick_stragglers(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
+  r.faults = parse_faults(o.fed.faults, r.names);
+  out.partition_file = summarize_partition(partition, docs.labels);
+  out.partition_file["partition_key"] = o.fed.partition_key;
+  nlohmann::json clients = nlohmann::json::array();
+  for (int64_t c = 0; c < n; ++c) {
+    const TokenDataset& data = out.datasets[static_cast<size_t>(c)];
+    const int64_t steps = o.fed.local_epochs > 0
+                              ? std::max<int64_t>(1, std::llround(o.fed.local_epochs * data.batches_per_epoch()))
+                              : o.fed.local_steps;
+    r.local_steps.push_back(steps);
+    r.samples.push_back(data.num_train_windows());
+    out.val_batches.push_back(data.val_batches(o.fed.eval_batches));
+    nlohmann::json docs_of = nlohmann::json::array();
+    for (const auto i : partition.documents[static_cast<size_t>(c)]) {
+      const auto& ref = docs.documents[static_cast<size_t>(i)];
+      docs_of.push_back({ref.shard, ref.doc});
+    }
+    clients.push_back({{"name", r.names[static_cast<size_t>(c)]},
+                       {"documents", docs_of.size()}, {"train_windows", data.num_train_windows()},
+                       {"val_windows", data.num_val_windows()}, {"local_steps", steps},
+                       {"lora_rank", r.lora_ranks[static_cast<size_t>(c)]},
+                       {"straggler", static_cast<bool>(r.stragglers[static_cast<size_t>(c)])},
+                       {"host_rank", 0}, {"document_refs", docs_of}});
+  }
+  out.partition_file["client_list"] = clients;
+  out.partition_file["shards"] = shard_paths;
+  return out;
+}
+
+// Held-out loss of the global model on each client's split, and over all of them (token-weighted).
+nlohmann::json evaluate_global(Participant& p, const TensorMap& global, const ClientData& clients, bool bf16) {
+  p.load(global);
+  p.model()->eval();
+  auto logits = [&p](const torch::Tensor& ids) { return p.model()->forward(ids); };
+  double total = 0, tokens = 0;
+  nlohmann::json per_client = nlohmann::json::object();
+  for (size_t c = 0; c < clients.val_batches.size(); ++c) {
+    const auto& batches = clients.val_batches[c];
+    const double loss = evaluate_loss(logits, batches, p.device(), bf16);
+    double n = 0;
+    for (const auto& b : batches) n += static_cast<double>(b.targets.numel());
+    total += loss * n;
+    tokens += n;
+    per_client[clients.roster.names[c]] = std::exp(loss);
+  }
+  p.model()->train();
+  return {{"val_loss", total / tokens}, {"val_ppl", std::exp(total / tokens)}, {"client_ppl", per_client}};
+}
+
+}  // namespace
+
+FederatedResult run_federated_job(const FederatedJobOptions& o, const std::string& recipe_ini, bool resume) {
+  check_options(o);
+  auto adaptation = peft_adaptation(o.peft);
+  if (adaptation && o.lm.model.init.empty())
+    throw ConfigError("peft.method = " + o.peft.method + " fine-tunes a trained model: set model.init to its HF directory");
+  auto world = World::create(CommOptions{o.fed.backend, o.fed.comm_timeout_s});
+  set_log_rank(world->rank());
+  const bool is_server = world->rank() == 0;
+  if (world->size() > 1 && o.fed.partition.scheme != "natural" && o.fed.partition.clients < world->size() - 1)
+    log_warn("only ", o.fed.partition.clients, " clients for ", world->size() - 1, " client ranks: some ranks stay idle");
+  set_cpu_threads(o.lm.run.threads);
+  const uint64_t seed = static_cast<uint64_t>(o.lm.run.seed);
+  torch::manual_seed(seed);
+  const torch::Device device = world->backend() == "nccl" ? world->device() : pick_device(o.lm.run.device);
+  const std::string ckpt_path = o.lm.run.dir + "/checkpoint.h5";
+
+  // Rank 0 first: it may train the tokenizer and prepare the shards into the cache the others then read.
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<std::string> shard_paths;
+  if (is_server) {
+    claim_run_dir(o.lm.run, recipe_ini, resume);
+    tokenizer = resolve_tokenizer(o.lm.data);
+    shard_paths = resolve_shards(o.lm.data, *tokenizer);
+  }
+  world->barrier();
+  if (!is_server) {
+    tokenizer = resolve_tokenizer(o.lm.data);
+    shard_paths = resolve_shards(o.lm.data, *tokenizer);
+  }
+
+  Decoder model = initial_model(o.lm.model, *tokenizer, seed);
+  if (o.lm.data.seq_len > model->options.max_position)
+    throw ConfigError("data.seq_len = " + std::to_string(o.lm.data.seq_len) + " exceeds the model's max_position " +
+                      std::to_string(model->options.max_position));
+  const int64_t parameters = count_parameters(model);
+  if (adaptation && adaptation->prepare_base) adaptation->prepare_base(model);
+  model->to(device);
+  if (adaptation) adaptation->apply(model, seed);
+  Participant participant(model, device, o.fed.lora_aggregation);
+  const int64_t global_rank = participant.has_lora() ? o.peft.r : 0;
+  ClientData clients = build_clients(o, shard_paths, global_rank);
+  for (auto& d : clients.datasets) d.check_vocab(model->options.vocab_size);
+  const auto num_clients = static_cast<int64_t>(clients.roster.names.size());
+  const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
+
+  LocalTrainingOptions training;
+  training.optimizer = o.fed.client_optimizer;
+  training.lr = o.lm.train.lr;
+  training.momentum = o.fed.client_momentum;
+  training.beta1 = o.lm.train.beta1;
+  training.beta2 = o.lm.train.beta2;
+  training.eps = o.lm.train.eps;
+  training.weight_decay = o.lm.train.weight_decay;
+  training.grad_clip = o.lm.train.grad_clip;
+  training.fedprox_mu = o.fed.fedprox_mu;
+  training.bf16 = o.lm.train.bf16;
+  ClientHost host(participant, clients.datasets, clients.roster, training, seed, /*shares_server_model=*/is_server);
+
+  if (!is_server) {
+    // A client rank follows the server's messages until it says the job is over.
+    while (true) {
+      Message m;
+      share(*world, m);
+      const std::string kind = m.meta.at("kind");
+      if (kind == "start") {
+        participant.load(m.tensors);
+        TensorMap base;
+        for (const auto& [name, t] : m.tensors)
+          if (name.rfind("base/", 0) == 0) base[name.substr(5)] = t;
+        if (!base.empty()) participant.load_base_weights(base);
+        continue;
+      }
+      if (kind != "round") break;
+      host.on_round(m);
+      for (int64_t c : sample_clients(num_clients, per_round, seed, m.meta.at("round"), m.meta.at("attempt")))
+        if (host_rank(c, world->size()) == world->rank()) world->send_bytes(host.train_client(c), 0);
+    }
+    return {};
+  }
+
+  log_info("federated: ", num_clients, " clients (", o.fed.partition.scheme, "), ", per_round, " per round, ",
+           o.fed.rounds, " rounds, world of ", world->size(), " (", world->backend(), "), on ", device.str());
+  for (size_t c = 0; c < clients.partition_file["client_list"].size(); ++c)
+    clients.partition_file["client_list"][c]["host_rank"] = host_rank(static_cast<int64_t>(c), world->size());
+  write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
+
+  Server server(participant, clients.roster, o.fed);
+  int64_t start_round = 0;
+  nlohmann::json totals{{"bytes_up", 0}, {"bytes_down", 0}, {"sim_s", 0.0}, {"wall_s", 0.0}};
+  if (resume) {
+    const ServerCheckpoint ckpt = load_server_checkpoint(ckpt_path);
+    start_round = ckpt.round;
+    for (auto& [name, t] : server.global()) {
+      const auto it = ckpt.global.find(name);
+      if (it == ckpt.global.end() || !it->second.sizes().equals(t.sizes()))
+        throw FormatError(ckpt_path + ": global tensor " + name + " is missing or has another shape: it belongs to another run");
+      t = it->second;
+    }
+    server.optimizer().load_state(ckpt.optimizer_state, ckpt.optimizer_rounds);
+    if (!ckpt.base.empty()) participant.load_base_weights(ckpt.base);
+    totals = nlohmann::json::parse(ckpt.extra);
+    log_info("resuming ", ckpt_path, " after round ", start_round);
+  }
+  Message start;
+  start.meta = {{"kind", "start"}, {"round", start_round}};
+  start.tensors = server.global();
+  if (participant.lora_aggregation() == "flora")
+    for (const auto& [name, t] : participant.base_weights()) start.tensors["base/" + name] = t;
+  share(*world, start);
+
+  MetricsWriter metrics(o.lm.run.dir + "/metrics.jsonl", /*truncate=*/!resume);
+  nlohmann::json eval = nlohmann::json::object();
+  auto evaluate = [&](int64_t round) {
+    eval = evaluate_global(participant, server.global(), clients, o.lm.train.bf16);
+    eval["event"] = "eval";
+    eval["round"] = round;
+    metrics.write(eval);
+    log_info("round ", round, ": held-out perplexity ", eval["val_ppl"].get<double>());
+  };
+  double base_val_loss = std::nan("");
+  if (start_round == 0) {
+    evaluate(0);
+    base_val_loss = eval["val_loss"];
+  }
+  const auto job_start = Clock::now();
+  const TrafficStats traffic_start = world->traffic();
+  for (int64_t round = start_round; round < o.fed.rounds; ++round) {
+    const auto t0 = Clock::now();
+    const TrafficStats wire0 = world->traffic();
+    RoundReport report;
+    for (int64_t attempt = 0;; ++attempt) {
+      const auto sample = sample_clients(num_clients, per_round, seed, round, attempt);
+      Message m = server.round_message(round, attempt);
+      const int64_t round_bytes = share(*world, m);
+      server.begin_round(round, attempt, sample, round_bytes);
+      host.on_round(m);
+      if (world->size() == 1) {
+        for (int64_t c : sample) server.receive(host.train_client(c), c, 0);
+      } else {
+        for (int r = 1; r < world->size(); ++r)
+          for (int64_t c : sample)
+            if (host_rank(c, world->size()) == r) server.receive(world->recv_bytes(r), c, r);
+      }
+      report = server.finish_round();
+      if (report.complete) break;
+      const std::string why = "round " + std::to_string(round + 1) + " (attempt " + std::to_string(attempt + 1) +
+                              "): " + std::to_string(report.aggregated) + " valid updates, fewer than federated.min_clients = " +
+                              std::to_string(o.fed.min_clients);
+      if (attempt >= o.fed.round_retries) {
+        Message stop;
+        stop.meta = {{"kind", "stop"}};
+        share(*world, stop);
+        throw Error(why + " after " + std::to_string(attempt + 1) + " attempts; " + ckpt_path +
+                    " holds the last good round: fix the clients (see the log) or lower federated.min_clients, then --resume");
+      }
+      log_warn(why, ": retrying with a new sample");
+    }
+    const TrafficStats wire1 = world->traffic();
+    const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+    totals["bytes_up"] = totals["bytes_up"].get<int64_t>() + report.bytes_up;
+    totals["bytes_down"] = totals["bytes_down"].get<int64_t>() + report.bytes_down;
+    totals["sim_s"] = totals["sim_s"].get<double>() + report.sim_round_s;
+    totals["wall_s"] = totals["wall_s"].get<double>() + wall;
+    metrics.write({{"event", "round"}, {"round", round + 1}, {"attempt", report.attempt}, {"clients_sampled", report.sampled},
+                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded},
+                   {"train_loss", report.train_loss}, {"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down},
+                   {"wire_bytes_sent", wire1.bytes_sent - wire0.bytes_sent},
+                   {"wire_bytes_received", wire1.bytes_received - wire0.bytes_received},
+                   {"sim_network_s", report.sim_network_s}, {"sim_round_s", report.sim_round_s},
+                   {"client_compute_s", report.client_wall_s}, {"wall_s", wall},
+                   {"sim_elapsed_s", totals["sim_s"]}, {"elapsed_wall_s", totals["wall_s"]}});
+    log_info("round ", round + 1, "/", o.fed.rounds, ": ", report.aggregated, "/", report.sampled,
+             " clients, train loss ", report.train_loss, ", ", report.bytes_up, " bytes up, ", wall, " s");
+    const bool last = round + 1 == o.fed.rounds;
+    if (last || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
+    ServerCheckpoint ckpt;
+    ckpt.round = round + 1;
+    ckpt.optimizer_rounds = server.optimizer().rounds();
+    ckpt.recipe = recipe_ini;
+    ckpt.extra = totals.dump();
+    ckpt.global = server.global();
+    ckpt.optimizer_state = server.optimizer().state();
+    if (participant.lora_aggregation() == "flora") ckpt.base = participant.base_weights();
+    save_server_checkpoint(ckpt_path, ckpt);
+    if (o.lm.run.stop_after > 0 && round + 1 >= o.lm.run.stop_after && !last) {
+      log_info("stopped after round ", round + 1, " (run.stop_after): continue with --resume");
+      Message stop;
+      stop.meta = {{"kind", "done"}};
+      share(*world, stop);
+      return {round + 1, eval.value("val_loss", std::nan(""))};
+    }
+  }
+  Message done;
+  done.meta = {{"kind", "done"}};
+  share(*world, done);
+  if (start_round >= o.fed.rounds) log_info("the checkpoint is already at round ", start_round, ": nothing to do");
+  if (!eval.contains("val_loss")) evaluate(o.fed.rounds);
+
+  // The result: the global model (full FedAvg, or flora's merged base) or the global adapter.
+  participant.load(server.global());
+  model->to(torch::kCPU);
+  nlohmann::json summary{{"rounds", o.fed.rounds}, {"clients", num_clients}, {"clients_per_round", per_round},
+                         {"world_size", world->size()}, {"backend", world->backend()},
+                         {"val_loss", eval["val_loss"]}, {"val_ppl", eval["val_ppl"]}, {"client_ppl", eval["client_ppl"]},
+                         {"parameters", parameters}, {"trainable_parameters", trainable_count(*model)},
+                         {"update_bytes_per_client", payload_bytes(server.global())},
+                         {"bytes_up", totals["bytes_up"]}, {"bytes_down", totals["bytes_down"]},
+                         {"sim_elapsed_s", totals["sim_s"]}, {"elapsed_wall_s", totals["wall_s"]},
+                         {"wire_bytes_sent", world->traffic().bytes_sent - traffic_start.bytes_sent},
+                         {"job_wall_s", std::chrono::duration<double>(Clock::now() - job_start).count()},
+                         {"peak_host_memory_bytes", peak_host_memory_bytes()},
+                         {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
+  if (!std::isnan(base_val_loss)) summary.update({{"base_val_loss", base_val_loss}, {"base_val_ppl", std::exp(base_val_loss)}});
+  if (adaptation && participant.lora_aggregation() != "flora") {
+    const std::string out = o.lm.run.dir + "/adapter";
+    adaptation->save(model, out);
+    log_info("saved the global adapter to ", out, " (use it with --model ", o.lm.model.init, " --adapter ", out, ")");
+  } else {
+    if (participant.has_lora()) merge_and_unload(model);
+    const std::string out = o.lm.run.dir + "/model";
+    make_dirs(out);
+    save_hf_model(model, out);
+    copy_tokenizer(*tokenizer, out);
+    log_info("saved the global model and tokenizer to ", out);
+  }
+  write_text_atomically(o.lm.run.dir + "/summary.json", summary.dump(2) + "\n");
+  return {o.fed.rounds, eval["val_loss"].get<double>()};
+}
+
+}  // namespace fedsplit

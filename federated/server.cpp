@@ -1,0 +1,152 @@
+#include "federated/server.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/util/error.h"
+#include "core/util/log.h"
+
+namespace fedsplit {
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+int64_t shapes_bytes(const std::map<std::string, std::vector<int64_t>>& shapes) {
+  int64_t n = 0;
+  for (const auto& [name, shape] : shapes) {
+    int64_t numel = 1;
+    for (int64_t d : shape) numel *= d;
+    n += numel * 4;
+  }
+  return n;
+}
+
+}  // namespace
+
+Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options)
+    : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
+      optimizer_(options.server),
+      aggregator_(make_aggregator(participant.has_lora() ? options.lora_aggregation : "fedavg",
+                                  roster.lora_ranks.empty() ? 0 : *std::max_element(roster.lora_ranks.begin(),
+                                                                                   roster.lora_ranks.end()))) {
+  if (!options.link.empty()) link_ = parse_link("client", options.link, "network.link");
+}
+
+Message Server::round_message(int64_t round, int64_t attempt) const {
+  Message m;
+  m.meta = {{"kind", "round"}, {"round", round}, {"attempt", attempt}};
+  if (participant_.lora_aggregation() == "flora") {
+    m.meta.update({{"content", "stack"}, {"stack_round", stack_round_}});
+    m.tensors = stack_;
+  } else {
+    m.meta["content"] = "global";
+    m.tensors = global_;
+  }
+  return m;
+}
+
+void Server::begin_round(int64_t round, int64_t attempt, const std::vector<int64_t>& sample, int64_t round_bytes) {
+  report_ = RoundReport{};
+  report_.round = round;
+  report_.attempt = attempt;
+  report_.sampled = static_cast<int64_t>(sample.size());
+  round_bytes_ = round_bytes;
+  loss_sum_ = weight_sum_ = 0;
+}
+
+void Server::exclude(int64_t client, const std::string& reason) {
+  const std::string& name = roster_.names[static_cast<size_t>(client)];
+  log_warn("round ", report_.round, ": client ", name, " left out: ", reason);
+  report_.excluded.push_back({{"client", name}, {"reason", reason}});
+}
+
+std::string Server::check_update(const Message& u, int64_t client, int from_rank) const {
+  if (u.meta.value("client", int64_t{-1}) != client || u.meta.value("round", int64_t{-1}) != report_.round)
+    return "rank " + std::to_string(from_rank) + " sent an update for client " + u.meta.value("client", nlohmann::json()).dump() +
+           " round " + u.meta.value("round", nlohmann::json()).dump() + " where client " + std::to_string(client) +
+           " round " + std::to_string(report_.round) + " was due";
+  const std::string status = u.meta.value("status", "");
+  if (status == "silent") return "sent no update before the deadline";
+  if (status == "failed") return u.meta.value("reason", "its training failed");
+  if (status != "ok") return "unknown status '" + status + "'";
+  if (!(u.meta.value("samples", 0.0) > 0)) return "reported no training samples";
+  const auto expected = participant_.update_shapes(roster_.lora_ranks[static_cast<size_t>(client)]);
+  for (const auto& [name, shape] : expected) {
+    const auto it = u.tensors.find(name);
+    if (it == u.tensors.end()) return "its update lacks " + name;
+    if (it->second.scalar_type() != torch::kFloat32)
+      return name + " has dtype " + std::string(c10::toString(it->second.scalar_type())) + ", expected Float";
+    if (it->second.sizes().vec() != shape)
+      return name + " has shape " + shape_text(it->second.sizes().vec()) + ", expected " + shape_text(shape);
+    if (!torch::isfinite(it->second).all().item<bool>()) return name + " holds non-finite values";
+  }
+  if (u.tensors.size() != expected.size()) return "its update holds tensors the model does not train";
+  return "";
+}
+
+void Server::receive(const std::string& bytes, int64_t client, int from_rank) {
+  const size_t i = static_cast<size_t>(client);
+  const int64_t rank = roster_.lora_ranks[i];
+  // What this client downloads: the round message, cut to its rank under hetlora.
+  int64_t down = round_bytes_;
+  if (participant_.lora_aggregation() == "hetlora")
+    down = round_bytes_ - payload_bytes(global_) + shapes_bytes(participant_.update_shapes(rank));
+  report_.bytes_down += down;
+  report_.bytes_up += static_cast<int64_t>(bytes.size());
+
+  Message u;
+  try {
+    u = decode_message(bytes, "client " + roster_.names[i] + " on rank " + std::to_string(from_rank));
+  } catch (const FormatError& e) {
+    exclude(client, e.what());
+    return;
+  }
+  report_.client_wall_s += u.meta.value("wall_s", 0.0);
+  const std::string problem = check_update(u, client, from_rank);
+  if (!problem.empty()) {
+    exclude(client, problem);
+    return;
+  }
+  // Simulated time: the download, local compute at the client's speed, the upload.
+  const double speed = options_.client_tokens_per_s / (roster_.stragglers[i] ? options_.straggler_slowdown : 1.0);
+  const double compute_s = u.meta.value("tokens", 0.0) / speed;
+  const double network_s = link_ ? transfer_seconds(*link_, down, 1, false) +
+                                       transfer_seconds(*link_, static_cast<int64_t>(bytes.size()), 1, true)
+                                 : 0.0;
+  if (options_.deadline_s > 0 && compute_s + network_s > options_.deadline_s) {
+    exclude(client, "late: needed " + std::to_string(compute_s + network_s) + " simulated s, deadline " +
+                        std::to_string(options_.deadline_s) + " s");
+    report_.sim_round_s = options_.deadline_s;
+    return;
+  }
+  report_.sim_round_s = std::max(report_.sim_round_s, compute_s + network_s);
+  report_.sim_network_s = std::max(report_.sim_network_s, network_s);
+  const double weight = u.meta.at("samples").get<double>();
+  aggregator_->add(u.tensors, UpdateInfo{client, weight, rank, participant_.client_scaling(rank)});
+  loss_sum_ += weight * u.meta.value("loss", 0.0);
+  weight_sum_ += weight;
+}
+
+RoundReport Server::finish_round() {
+  report_.aggregated = aggregator_->count();
+  report_.complete = report_.aggregated >= options_.min_clients;
+  report_.train_loss = weight_sum_ > 0 ? loss_sum_ / weight_sum_ : std::nan("");
+  if (report_.aggregated == 0) return report_;
+  TensorMap combined = aggregator_->finalize();
+  if (!report_.complete) return report_;
+  if (participant_.lora_aggregation() == "flora") {
+    participant_.merge_stacked(combined);
+    set_stack(std::move(combined), report_.round);
+    return report_;
+  }
+  TensorMap delta;
+  for (const auto& [name, value] : combined) delta[name] = value - global_.at(name);
+  optimizer_.step(global_, delta);
+  return report_;
+}
+
+}  // namespace fedsplit

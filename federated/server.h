@@ -1,0 +1,77 @@
+// The server's side of a round: the message every client starts from, the checks each update must
+// pass (the sender, round, tensor names, shapes, dtype, finite values, the deadline), aggregation of
+// the updates that pass, the server optimizer's step, and the round's traffic and simulated time.
+#pragma once
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/comm/link_model.h"
+#include "federated/aggregator.h"
+#include "federated/client_host.h"
+#include "federated/message.h"
+#include "federated/options.h"
+#include "federated/participant.h"
+#include "federated/server_optimizer.h"
+
+namespace fedsplit {
+
+/// What a round did, for metrics.jsonl.
+struct RoundReport {
+  int64_t round = 0;
+  int64_t attempt = 0;
+  int64_t sampled = 0;
+  int64_t aggregated = 0;
+  nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
+  double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
+  int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
+  int64_t bytes_down = 0;      ///< message bytes the sampled clients received
+  double sim_network_s = 0;    ///< slowest aggregated client's simulated transfer time
+  double sim_round_s = 0;      ///< simulated round time: slowest aggregated client, or the deadline
+  double client_wall_s = 0;    ///< measured local training time, summed over clients
+  bool complete = false;       ///< at least min_clients updates were aggregated
+};
+
+class Server {
+ public:
+  Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options);
+
+  TensorMap& global() { return global_; }
+  ServerOptimizer& optimizer() { return optimizer_; }
+  /// flora: the last aggregated stack and its round (-1 before the first).
+  const TensorMap& stack() const { return stack_; }
+  int64_t stack_round() const { return stack_round_; }
+  void set_stack(TensorMap stack, int64_t round) { stack_ = std::move(stack); stack_round_ = round; }
+
+  /// The message that starts attempt `attempt` of `round`: the global parameters, or flora's stack.
+  Message round_message(int64_t round, int64_t attempt) const;
+  /// Starts collecting the updates of `sample`; `round_bytes` is the encoded round message's size.
+  void begin_round(int64_t round, int64_t attempt, const std::vector<int64_t>& sample, int64_t round_bytes);
+  /// One update, which must come from `client` (hosted by rank `from_rank`); a bad one is left out
+  /// of the round with its reason logged.
+  void receive(const std::string& bytes, int64_t client, int from_rank);
+  /// Aggregates and steps the global model if enough updates passed; the round's report either way.
+  RoundReport finish_round();
+
+ private:
+  void exclude(int64_t client, const std::string& reason);
+  std::string check_update(const Message& update, int64_t client, int from_rank) const;
+
+  Participant& participant_;
+  const ClientRoster& roster_;
+  const FederatedOptions& options_;
+  std::optional<LinkClass> link_;
+  TensorMap global_;
+  ServerOptimizer optimizer_;
+  std::unique_ptr<Aggregator> aggregator_;
+  TensorMap stack_;
+  int64_t stack_round_ = -1;
+  RoundReport report_;
+  int64_t round_bytes_ = 0;
+  double loss_sum_ = 0, weight_sum_ = 0;
+};
+
+}  // namespace fedsplit
