@@ -19,11 +19,6 @@
 namespace fedsplit {
 namespace {
 
-torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
-                                              targets.reshape({-1}));
-}
-
 std::string fixed(double v, int digits) {
   std::ostringstream ss;
   ss << std::fixed << std::setprecision(digits) << v;
@@ -47,6 +42,11 @@ NamedTensors trainable_parameters(torch::nn::Module& model) {
 }
 
 }  // namespace
+
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets) {
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}).to(torch::kFloat),
+                                              targets.reshape({-1}));
+}
 
 double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batches, torch::Device device, bool bf16) {
   torch::NoGradGuard no_grad;

@@ -35,6 +35,9 @@ struct TrainResult {
 /// Logits [B, T, V] for input ids [B, T].
 using LogitsFn = std::function<torch::Tensor(const torch::Tensor& input_ids)>;
 
+/// Mean cross-entropy (fp32) of logits [B, T, V] against targets [B, T].
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& targets);
+
 /// Mean next-token cross-entropy (nats per token) of `logits_fn` over `batches`, without gradients.
 double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batches, torch::Device device,
                      bool bf16 = false);

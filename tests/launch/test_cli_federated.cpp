@@ -1,0 +1,216 @@
+// labels: unit
+// Federated runs through the executable, on a small labelled corpus (one client per speaker):
+// full-model FedAvg learns; the partition, metrics and summary are written; a stopped FedLoRA run
+// resumes to exactly the model of an uninterrupted one; faulty and late clients are left out with
+// their reasons while the round completes; too few valid clients stop the job with its checkpoint
+// intact; and keys that do not fit together are refused by name.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+
+#include "core/io/hdf5.h"
+#include "core/util/fs.h"
+#include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+// Paragraphs of the fixture text as JSONL documents, dealt to four speakers.
+void write_corpus(const std::string& path) {
+  std::istringstream in(read_text(fixtures() + "/hf-tiny/tokenizers/training-text.txt"));
+  std::vector<std::string> paragraphs;
+  std::string line, current;
+  while (std::getline(in, line)) {
+    if (line.empty()) {
+      if (current.size() > 200) paragraphs.push_back(current), current.clear();
+      continue;
+    }
+    current += line + " ";
+  }
+  std::ofstream out(path);
+  const char* speakers[] = {"ahab", "ishmael", "queequeg", "starbuck"};
+  for (size_t i = 0; i < paragraphs.size(); ++i)
+    out << nlohmann::json{{"text", paragraphs[i]}, {"speaker", speakers[(i / 3) % 4]}}.dump() << "\n";
+}
+
+std::string data_section(const TempDir& tmp) {
+  return "[data]\ncorpus = " + (tmp / "speakers.jsonl") + "\ntokenizer = " + fixtures() +
+         "/hf-tiny/tokenizers/spm-bpe.model\nseq_len = 32\nbatch_size = 2\nval_fraction = 0.2\ncache_dir = " +
+         (tmp / "cache") + "\n\n";
+}
+
+std::string model_section() { return "[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"; }
+
+std::string fedavg_recipe(const TempDir& tmp, const std::string& dir, const std::string& federated_extra = "") {
+  return "[run]\nmode = federated\ndir = " + dir + "\nseed = 5\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) +
+         model_section() + "[train]\nlr = 5e-3\nweight_decay = 0\n\n[federated]\nrounds = 4\npartition = natural\n"
+         "partition_key = speaker\nlocal_steps = 4\neval_batches = 2\n" + federated_extra;
+}
+
+// The [federated] section: `defaults` ("key = value" lines) unless `extra` sets the key, then `extra`.
+std::string federated_section(const std::string& defaults, const std::string& extra) {
+  std::string out = "[federated]\n";
+  std::istringstream in(defaults);
+  for (std::string line; std::getline(in, line);)
+    if (extra.find(line.substr(0, line.find(" =") + 2)) == std::string::npos) out += line + "\n";
+  return out + extra;
+}
+
+std::string fedlora_recipe(const TempDir& tmp, const std::string& dir, const std::string& federated_extra) {
+  return "[run]\nmode = federated\ndir = " + dir + "\nseed = 5\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) +
+         "[model]\ninit = " + (tmp / "base/model") +
+         "\n\n[peft]\nmethod = lora\nr = 4\nalpha = 8\ndropout = 0.1\ntarget_modules = q_proj v_proj\n\n"
+         "[train]\nlr = 1e-2\nweight_decay = 0\n\n" +
+         federated_section("rounds = 4\npartition = iid\nclients = 6\nsample_count = 3\nlocal_steps = 3\neval_batches = 1",
+                           federated_extra);
+}
+
+std::vector<nlohmann::json> events(const std::string& run_dir, const std::string& kind) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_text(run_dir + "/metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == kind) out.push_back(j);
+  }
+  return out;
+}
+
+std::map<std::string, torch::Tensor> global_of(const std::string& run_dir) {
+  auto file = fedsplit::h5::Group::open_file(run_dir + "/checkpoint.h5");
+  auto g = file.group("global");
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& name : g.children()) out[name] = g.read_tensor(name);
+  return out;
+}
+
+class CliFederated : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("cli_federated");
+    write_corpus(*tmp_ / "speakers.jsonl");
+    // A small base model for the FedLoRA runs.
+    write_text(*tmp_ / "base.ini", "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" +
+                                       data_section(*tmp_) + model_section() +
+                                       "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
+    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+  static TempDir* tmp_;
+};
+TempDir* CliFederated::tmp_ = nullptr;
+
+}  // namespace
+
+TEST_F(CliFederated, FedAvgLearnsAndRecordsEveryRound) {
+  const TempDir& tmp = *tmp_;
+  const std::string dir = tmp / "fedavg";
+  write_text(tmp / "fedavg.ini", fedavg_recipe(tmp, dir));
+  const auto r = run_fedsplit("run " + (tmp / "fedavg.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  const auto partition = nlohmann::json::parse(read_text(dir + "/partition.json"));
+  EXPECT_EQ(partition["clients"], 4);
+  EXPECT_EQ(partition["client_list"].size(), 4u);
+  EXPECT_EQ(partition["client_list"][0]["name"], "ahab");
+  EXPECT_NEAR(partition["label_skew_tv"].get<double>(), 0.75, 1e-9) << "one speaker per client: 1 - 1/4";
+
+  const auto rounds = events(dir, "round");
+  ASSERT_EQ(rounds.size(), 4u);
+  for (const auto& round : rounds) {
+    EXPECT_EQ(round["clients_aggregated"], 4);
+    EXPECT_GT(round["bytes_up"].get<int64_t>(), 4 * 4 * 1000) << "four full models of 1000s of floats";
+    EXPECT_NEAR(round["bytes_up"].get<double>(), round["bytes_down"].get<double>(), 2000) << "the same tensors each way";
+  }
+  const auto evals = events(dir, "eval");
+  ASSERT_EQ(evals.size(), 5u) << "round 0 and every round";
+  EXPECT_EQ(evals.front()["client_ppl"].size(), 4u);
+  EXPECT_LT(evals.back()["val_loss"].get<double>(), evals.front()["val_loss"].get<double>() - 0.3);
+  const auto summary = nlohmann::json::parse(read_text(dir + "/summary.json"));
+  EXPECT_EQ(summary["rounds"], 4);
+  EXPECT_DOUBLE_EQ(summary["val_loss"].get<double>(), evals.back()["val_loss"].get<double>());
+  EXPECT_TRUE(fedsplit::path_exists(dir + "/model/config.json"));
+}
+
+TEST_F(CliFederated, StoppedFedLoraRunResumesToTheSameModel) {
+  const TempDir& tmp = *tmp_;
+  const std::string extra = "lora_aggregation = hetlora\nclient_ranks = 4 2 1\nserver_optimizer = fedadam\nserver_lr = 0.01\n";
+  write_text(tmp / "whole.ini", fedlora_recipe(tmp, tmp / "whole", extra));
+  write_text(tmp / "parts.ini", fedlora_recipe(tmp, tmp / "parts", extra));
+  auto r = run_fedsplit("run " + (tmp / "whole.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "parts.ini") + " --run.stop_after=2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(events(tmp / "parts", "round").size(), 2u);
+  r = run_fedsplit("run " + (tmp / "parts.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto whole = global_of(tmp / "whole"), parts = global_of(tmp / "parts");
+  ASSERT_EQ(whole.size(), parts.size());
+  for (const auto& [name, t] : whole) EXPECT_TRUE(torch::equal(t, parts.at(name))) << name << " differs after resuming";
+  EXPECT_TRUE(fedsplit::path_exists(tmp / "whole/adapter/adapter_config.json"));
+  const auto summary = nlohmann::json::parse(read_text(tmp / "whole/summary.json"));
+  EXPECT_LT(summary["val_loss"].get<double>(), summary["base_val_loss"].get<double>());
+}
+
+TEST_F(CliFederated, FaultyAndLateClientsAreLeftOutWithTheirReasons) {
+  const TempDir& tmp = *tmp_;
+  const std::string dir = tmp / "faults";
+  write_text(tmp / "faults.ini",
+             fedlora_recipe(tmp, dir,
+                            "sample_count = 6\nfaults = 0=nonfinite 1=shape 2=dtype 3=silent\nrounds = 1\n"
+                            "straggler_fraction = 0.2\nstraggler_slowdown = 1000\ndeadline_s = 1\nclient_tokens_per_s = 1000\n"));
+  const auto r = run_fedsplit("run " + (tmp / "faults.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto round = events(dir, "round").at(0);
+  std::string reasons;
+  for (const auto& e : round["excluded"]) reasons += e["client"].get<std::string>() + ": " + e["reason"].get<std::string>() + "\n";
+  EXPECT_NE(reasons.find("client-0: layers"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("non-finite"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("has shape"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("has dtype"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("client-3: sent no update"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("late"), std::string::npos) << reasons;
+  EXPECT_GE(round["clients_aggregated"].get<int>(), 1);
+  EXPECT_EQ(round["clients_aggregated"].get<size_t>() + round["excluded"].size(), 6u);
+}
+
+TEST_F(CliFederated, TooFewValidClientsStopWithTheCheckpointIntact) {
+  const TempDir& tmp = *tmp_;
+  const std::string dir = tmp / "short";
+  write_text(tmp / "short.ini", fedlora_recipe(tmp, dir, "rounds = 3\nsample_count = 6\nmin_clients = 4\nround_retries = 1\n"));
+  auto r = run_fedsplit("run " + (tmp / "short.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto before = global_of(dir);
+  r = run_fedsplit("run " + (tmp / "short.ini") + " --resume --federated.faults='0=silent 1=silent 2=nonfinite'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("fewer than federated.min_clients = 4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("checkpoint.h5 holds the last good round"), std::string::npos) << r.output;
+  for (const auto& [name, t] : global_of(dir)) EXPECT_TRUE(torch::equal(t, before.at(name))) << name;
+}
+
+TEST_F(CliFederated, KeysThatDoNotFitTogetherAreRefusedByName) {
+  const TempDir& tmp = *tmp_;
+  struct Case {
+    std::string extra, needle;
+  };
+  const std::vector<Case> cases = {
+      {"client_ranks = 4 2\n", "federated.client_ranks needs federated.lora_aggregation"},
+      {"lora_aggregation = flora\nserver_optimizer = fedadam\n", "federated.server_optimizer = fedavg"},
+      {"partition = natural\nclients = 1\n", "federated.partition_key"},
+      {"lora_aggregation = hetlora\nclient_ranks = 9\n", "federated.client_ranks: '9'"},
+      {"network.link = fast\n", "network.link"},
+  };
+  for (const auto& c : cases) {
+    std::string recipe = fedlora_recipe(tmp, tmp / "bad", c.extra);
+    if (c.extra.rfind("network.", 0) == 0) recipe = fedlora_recipe(tmp, tmp / "bad", "") + "[network]\nlink = fast\n";
+    write_text(tmp / "bad.ini", recipe);
+    const auto r = run_fedsplit("run " + (tmp / "bad.ini") + " --run.overwrite=true");
+    EXPECT_EQ(r.exit_code, 1) << c.extra << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.extra << r.output;
+  }
+}
