@@ -7,7 +7,9 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/message.cpp
   ${CMAKE_CURRENT_LIST_DIR}/options.cpp
   ${CMAKE_CURRENT_LIST_DIR}/participant.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_checkpoint.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/svg_chart.cpp)

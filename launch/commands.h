@@ -14,5 +14,6 @@ int tokenizer(const Args& args);      ///< fedsplit tokenizer train|encode ...
 int logits(const Args& args);         ///< fedsplit logits --model DIR --input ids.safetensors --out F
 int eval(const Args& args);           ///< fedsplit eval --model M --data D
 int peft(const Args& args);           ///< fedsplit peft merge --model M --adapter A --out DIR
+int report(const Args& args);         ///< fedsplit report RUN_DIR [--out FILE]
 
 }  // namespace fedsplit::cli

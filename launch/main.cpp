@@ -18,6 +18,7 @@ commands:
   logits --model DIR --input IDS --out F [--adapter A] fp32 logits of input_ids (with a LoRA adapter)
   eval --model M --data SHARD.h5                      held-out perplexity of a model
   peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
+  report RUN_DIR [--out FILE]                         an HTML page of a run's charts and tables
 
 Run `fedsplit <command> --help` for a command's options.
 )";
@@ -28,7 +29,7 @@ int main(int argc, char** argv) {
   using namespace fedsplit;
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
-      {"eval", cli::eval}, {"peft", cli::peft}};
+      {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;
