@@ -9,16 +9,10 @@
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "core/util/random.h"
 
 namespace fedsplit {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 uint64_t hash_string(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
@@ -27,15 +21,6 @@ uint64_t hash_string(const std::string& s) {
     h *= 1099511628211ull;
   }
   return h;
-}
-
-// Unbiased draw from [0, bound): rejects the values that would favour small results.
-uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {
-  const uint64_t threshold = (0 - bound) % bound;  // 2^64 mod bound
-  while (true) {
-    const uint64_t x = rng();
-    if (x >= threshold) return x % bound;
-  }
 }
 
 std::string join_values(const std::set<std::string>& values, size_t max_shown) {
