@@ -60,7 +60,7 @@ void Server::begin_round(int64_t round, int64_t attempt, const std::vector<int64
 
 void Server::exclude(int64_t client, const std::string& reason) {
   const std::string& name = roster_.names[static_cast<size_t>(client)];
-  log_warn("round ", report_.round, ": client ", name, " left out: ", reason);
+  log_warn("round ", report_.round + 1, ": client ", name, " left out: ", reason);
   report_.excluded.push_back({{"client", name}, {"reason", reason}});
 }
 

@@ -188,7 +188,11 @@ TokenDataset::TokenDataset(std::vector<std::shared_ptr<const TokenShard>> shards
     throw DataError("the validation split of " + describe_sources() + " (" + std::to_string(val_docs_.size()) +
                     " documents) holds " + std::to_string(num_val_tokens()) + " tokens, fewer than seq_len + 1 = " +
                     std::to_string(T + 1) + ": raise val_fraction or lower seq_len");
-  log_info("data: ", summary());
+  // A federated run makes one dataset per client: their lines go to the debug log.
+  if (subset)
+    log_debug("data: ", summary());
+  else
+    log_info("data: ", summary());
 }
 
 torch::Tensor TokenDataset::gather(const std::vector<DocumentRef>& docs) const {
