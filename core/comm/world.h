@@ -1,0 +1,71 @@
+// The process world: rank, size and the c10d process group that moves tensors between ranks, with
+// every transfer counted. Under mpirun, MPI only bootstraps (rank, size and the rendezvous address);
+// tensors travel over Gloo (CPU) or NCCL (CUDA). c10d and MPI stay in world.cpp: they are heavy.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace fedsplit {
+
+struct CommOptions {
+  std::string backend = "auto";  ///< auto | gloo | nccl  (auto: nccl when CUDA is available and the build has it, else gloo)
+  double timeout_s = 600;        ///< every wait (rendezvous, send, recv, broadcast) fails with CommError after this
+  std::string interface;         ///< network interface Gloo binds (e.g. eth0); empty: loopback when every rank
+                                 ///< runs on one host, else the address of this host's name
+};
+
+/// Bytes and messages this process has moved through the World since it was made (payload bytes of tensors).
+/// A broadcast counts one message per receiver on the root, so that the bytes sent by all ranks add up to
+/// the bytes received by all ranks.
+struct TrafficStats {
+  int64_t bytes_sent = 0;         ///< payload bytes of tensors sent
+  int64_t bytes_received = 0;     ///< payload bytes of tensors received
+  int64_t messages_sent = 0;      ///< tensors sent (send_bytes: 2, the length then the bytes; 1 when empty)
+  int64_t messages_received = 0;  ///< tensors received
+};
+
+/// After a CommError from a transfer (a timeout, a lost peer) the World's process group is broken:
+/// report the error and end the run rather than retrying on the same World.
+class World {
+ public:
+  /// The process's world. Under mpirun (detect Open MPI's OMPI_COMM_WORLD_SIZE, or PMI_SIZE / PMIX_RANK): MPI_Init,
+  /// rank/size from MPI_COMM_WORLD; rank 0 starts a c10d TCPStore on a free port and its host:port travels by
+  /// MPI_Bcast; every rank joins a ProcessGroupGloo (or NCCL). Without mpirun (or with size 1): a world of one
+  /// with no process group and no MPI. MPI is finalized when the last World is destroyed.
+  static std::shared_ptr<World> create(const CommOptions& options);
+  /// For tests: rank `rank` of a `size`-rank world whose ranks are threads of this process, rendezvousing on an
+  /// in-process store (c10d::HashStore) shared by every call with the same `group` name. Gloo only. All `size`
+  /// ranks must call it at the same time (each blocks until every rank has joined); size 1 is a world of one.
+  static std::shared_ptr<World> in_process(const std::string& group, int rank, int size,
+                                           const CommOptions& options = {});
+  ~World();
+  World(const World&) = delete;
+  World& operator=(const World&) = delete;
+
+  int rank() const;
+  int size() const;
+  std::string backend() const;  ///< "gloo", "nccl" or "none" (size 1)
+  torch::Device device() const; ///< where this backend's tensors live (CUDA for nccl)
+
+  /// Blocking point-to-point and collectives, each waiting at most timeout_s. Tensors may be on any device: the World
+  /// copies to/from the backend's device as needed; recv fills `tensor` in place (its shape and dtype must match what
+  /// the peer sent: the caller sends sizes first). Every call counts its payload bytes in traffic().
+  void send(const torch::Tensor& tensor, int dst, int tag = 0);
+  void recv(torch::Tensor& tensor, int src, int tag = 0);
+  void broadcast(torch::Tensor& tensor, int root);  ///< counts bytes as sent on root, received on the others
+  void barrier();
+  /// Length-prefixed byte strings over send/recv (an int64 length, then uint8 bytes).
+  void send_bytes(const std::string& bytes, int dst, int tag = 0);
+  std::string recv_bytes(int src, int tag = 0, int64_t max_bytes = int64_t(1) << 34);  ///< CommError if the length exceeds max_bytes
+  TrafficStats traffic() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  explicit World(std::unique_ptr<Impl>);
+};
+
+}  // namespace fedsplit
