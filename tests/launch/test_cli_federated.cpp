@@ -15,52 +15,12 @@
 #include "core/io/hdf5.h"
 #include "core/util/fs.h"
 #include "tests/launch/cli_helpers.h"
+#include "tests/launch/federated_helpers.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit::testing;
 
 namespace {
-
-// Paragraphs of the fixture text as JSONL documents, dealt to four speakers.
-void write_corpus(const std::string& path) {
-  std::istringstream in(read_text(fixtures() + "/hf-tiny/tokenizers/training-text.txt"));
-  std::vector<std::string> paragraphs;
-  std::string line, current;
-  while (std::getline(in, line)) {
-    if (line.empty()) {
-      if (current.size() > 200) paragraphs.push_back(current), current.clear();
-      continue;
-    }
-    current += line + " ";
-  }
-  std::ofstream out(path);
-  const char* speakers[] = {"ahab", "ishmael", "queequeg", "starbuck"};
-  for (size_t i = 0; i < paragraphs.size(); ++i)
-    out << nlohmann::json{{"text", paragraphs[i]}, {"speaker", speakers[(i / 3) % 4]}}.dump() << "\n";
-}
-
-std::string data_section(const TempDir& tmp) {
-  return "[data]\ncorpus = " + (tmp / "speakers.jsonl") + "\ntokenizer = " + fixtures() +
-         "/hf-tiny/tokenizers/spm-bpe.model\nseq_len = 32\nbatch_size = 2\nval_fraction = 0.2\ncache_dir = " +
-         (tmp / "cache") + "\n\n";
-}
-
-std::string model_section() { return "[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"; }
-
-std::string fedavg_recipe(const TempDir& tmp, const std::string& dir, const std::string& federated_extra = "") {
-  return "[run]\nmode = federated\ndir = " + dir + "\nseed = 5\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) +
-         model_section() + "[train]\nlr = 5e-3\nweight_decay = 0\n\n[federated]\nrounds = 4\npartition = natural\n"
-         "partition_key = speaker\nlocal_steps = 4\neval_batches = 2\n" + federated_extra;
-}
-
-// The [federated] section: `defaults` ("key = value" lines) unless `extra` sets the key, then `extra`.
-std::string federated_section(const std::string& defaults, const std::string& extra) {
-  std::string out = "[federated]\n";
-  std::istringstream in(defaults);
-  for (std::string line; std::getline(in, line);)
-    if (("\n" + extra).find("\n" + line.substr(0, line.find(" =") + 2)) == std::string::npos) out += line + "\n";
-  return out + extra;
-}
 
 std::string fedlora_recipe(const TempDir& tmp, const std::string& dir, const std::string& federated_extra) {
   return "[run]\nmode = federated\ndir = " + dir + "\nseed = 5\nthreads = 1\ndevice = cpu\n\n" + data_section(tmp) +
@@ -69,24 +29,6 @@ std::string fedlora_recipe(const TempDir& tmp, const std::string& dir, const std
          "[train]\nlr = 1e-2\nweight_decay = 0\n\n" +
          federated_section("rounds = 4\npartition = iid\nclients = 6\nsample_count = 3\nlocal_steps = 3\neval_batches = 1",
                            federated_extra);
-}
-
-std::vector<nlohmann::json> events(const std::string& run_dir, const std::string& kind) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(read_text(run_dir + "/metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j["event"] == kind) out.push_back(j);
-  }
-  return out;
-}
-
-std::map<std::string, torch::Tensor> global_of(const std::string& run_dir) {
-  auto file = fedsplit::h5::Group::open_file(run_dir + "/checkpoint.h5");
-  auto g = file.group("global");
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& name : g.children()) out[name] = g.read_tensor(name);
-  return out;
 }
 
 class CliFederated : public ::testing::Test {

@@ -1,0 +1,55 @@
+// labels: unit mpi
+// The deployment shape and the simulation shape are one code path: the same recipe under
+// `mpirun -np 3` (rank 0 serves, ranks 1 and 2 host two clients each, tensors over Gloo) ends with
+// the global model of a single process, up to the order in which the server sums the updates.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "tests/launch/cli_helpers.h"
+#include "tests/launch/federated_helpers.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+}  // namespace
+
+TEST(CliFederatedMpi, ThreeRanksMatchOneProcess) {
+  if (!have_mpirun()) GTEST_SKIP() << "mpirun is not on PATH";
+  TempDir tmp("cli_federated_mpi");
+  write_corpus(tmp / "speakers.jsonl");
+  write_text(tmp / "one.ini", fedavg_recipe(tmp, tmp / "one", "rounds = 3\n"));
+  write_text(tmp / "three.ini", fedavg_recipe(tmp, tmp / "three", "rounds = 3\n"));
+  auto r = run_fedsplit("run " + (tmp / "one.ini"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // run_fedsplit runs FEDSPLIT_BINARY; here mpirun starts it, three times.
+  const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 3 '" + std::string(FEDSPLIT_BINARY) +
+                          "' run " + (tmp / "three.ini") + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
+  const int status = ::pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
+  EXPECT_NE(output.find("world of 3 (gloo)"), std::string::npos) << output;
+
+  const auto one = global_of(tmp / "one"), three = global_of(tmp / "three");
+  ASSERT_EQ(one.size(), three.size());
+  for (const auto& [name, t] : one) {
+    const double diff = (t - three.at(name)).abs().max().item<double>();
+    EXPECT_LT(diff, 1e-5 * (1 + t.abs().max().item<double>())) << name;
+  }
+  const auto rounds_one = events(tmp / "one", "round"), rounds_three = events(tmp / "three", "round");
+  ASSERT_EQ(rounds_three.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    // The same messages in both shapes, but for the digits of each client's measured wall time.
+    EXPECT_NEAR(rounds_one[i]["bytes_up"].get<double>(), rounds_three[i]["bytes_up"].get<double>(), 4 * 8);
+    EXPECT_EQ(rounds_one[i]["wire_bytes_sent"], 0) << "one process moves nothing over the wire";
+    EXPECT_GT(rounds_three[i]["wire_bytes_received"].get<int64_t>(), rounds_three[i]["bytes_up"].get<int64_t>() - 1)
+        << "the server received every update over Gloo";
+  }
+}
