@@ -77,10 +77,12 @@ struct ClientData {
 ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::string>& shard_paths, int64_t global_rank) {
   std::vector<std::shared_ptr<const TokenShard>> shards;
   for (const auto& p : shard_paths) shards.push_back(std::make_shared<const TokenShard>(p));
-  const auto docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.fed.partition_key);
+  // An iid partition needs no labels: the key, if any, is left for the natural and dirichlet schemes.
+  const std::string key = o.fed.partition.scheme == "iid" ? "" : o.fed.partition_key;
+  const auto docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), key);
   PartitionOptions popts = o.fed.partition;
   popts.seed = static_cast<uint64_t>(o.lm.run.seed);
-  const Partition partition = partition_documents(docs.labels, popts, o.fed.partition_key);
+  const Partition partition = partition_documents(docs.labels, popts, key);
   DatasetOptions d;
   d.seq_len = o.lm.data.seq_len;
   d.batch_size = o.lm.data.batch_size;
@@ -95,7 +97,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
   r.stragglers = pick_stragglers(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
   r.faults = parse_faults(o.fed.faults, r.names);
   out.partition_file = summarize_partition(partition, docs.labels);
-  out.partition_file["partition_key"] = o.fed.partition_key;
+  out.partition_file["partition_key"] = key;
   nlohmann::json clients = nlohmann::json::array();
   for (int64_t c = 0; c < n; ++c) {
     const TokenDataset& data = out.datasets[static_cast<size_t>(c)];
@@ -230,7 +232,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     clients.partition_file["client_list"][c]["host_rank"] = host_rank(static_cast<int64_t>(c), world->size());
   write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
 
-  Server server(participant, clients.roster, o.fed);
+  Server server(participant, clients.roster, o.fed, global_rank);
   int64_t start_round = 0;
   nlohmann::json totals{{"bytes_up", 0}, {"bytes_down", 0}, {"sim_s", 0.0}, {"wall_s", 0.0}};
   if (resume) {

@@ -27,12 +27,10 @@ int64_t shapes_bytes(const std::map<std::string, std::vector<int64_t>>& shapes) 
 
 }  // namespace
 
-Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options)
+Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank)
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
       optimizer_(options.server),
-      aggregator_(make_aggregator(participant.has_lora() ? options.lora_aggregation : "fedavg",
-                                  roster.lora_ranks.empty() ? 0 : *std::max_element(roster.lora_ranks.begin(),
-                                                                                   roster.lora_ranks.end()))) {
+      aggregator_(make_aggregator(participant.has_lora() ? options.lora_aggregation : "fedavg", global_rank)) {
   if (!options.link.empty()) link_ = parse_link("client", options.link, "network.link");
 }
 

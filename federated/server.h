@@ -37,7 +37,8 @@ struct RoundReport {
 
 class Server {
  public:
-  Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options);
+  /// `global_rank`: the LoRA rank of the global adapters (peft.r; 0 without LoRA).
+  Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank);
 
   TensorMap& global() { return global_; }
   ServerOptimizer& optimizer() { return optimizer_; }
