@@ -144,6 +144,82 @@ nlohmann::json evaluate_global(Participant& p, const TensorMap& global, const Cl
   return {{"val_loss", total / tokens}, {"val_ppl", std::exp(total / tokens)}, {"client_ppl", per_client}};
 }
 
+LocalTrainingOptions client_training(const FederatedJobOptions& o) {
+  LocalTrainingOptions t;
+  t.optimizer = o.fed.client_optimizer;
+  t.lr = o.lm.train.lr;
+  t.momentum = o.fed.client_momentum;
+  t.beta1 = o.lm.train.beta1;
+  t.beta2 = o.lm.train.beta2;
+  t.eps = o.lm.train.eps;
+  t.weight_decay = o.lm.train.weight_decay;
+  t.grad_clip = o.lm.train.grad_clip;
+  t.fedprox_mu = o.fed.fedprox_mu;
+  t.bf16 = o.lm.train.bf16;
+  return t;
+}
+
+// Tells every client rank that the job ends ("done") or fails ("stop").
+void tell(World& world, const std::string& kind) {
+  Message m;
+  m.meta = {{"kind", kind}};
+  share(world, m);
+}
+
+// A client rank: follows the server's messages, training the sampled clients it hosts, until the
+// server says the job is over.
+void follow_server(World& world, Participant& participant, ClientHost& host, int64_t num_clients, int64_t per_round,
+                   uint64_t seed) {
+  while (true) {
+    Message m;
+    share(world, m);
+    const std::string kind = m.meta.at("kind");
+    if (kind == "start") {
+      participant.load(m.tensors);
+      TensorMap base;
+      for (const auto& [name, t] : m.tensors)
+        if (name.rfind("base/", 0) == 0) base[name.substr(5)] = t;
+      if (!base.empty()) participant.load_base_weights(base);
+      continue;
+    }
+    if (kind != "round") return;
+    host.on_round(m);
+    for (int64_t c : sample_clients(num_clients, per_round, seed, m.meta.at("round"), m.meta.at("attempt")))
+      if (host_rank(c, world.size()) == world.rank()) world.send_bytes(host.train_client(c), 0);
+  }
+}
+
+// The server's round: sample, broadcast, collect every sampled client's update (from this process in a
+// world of one), aggregate; retried with a new sample while fewer than min_clients updates pass.
+RoundReport serve_round(World& world, Server& server, ClientHost& host, const FederatedOptions& f, int64_t round,
+                        int64_t num_clients, int64_t per_round, uint64_t seed, const std::string& ckpt_path) {
+  for (int64_t attempt = 0;; ++attempt) {
+    const auto sample = sample_clients(num_clients, per_round, seed, round, attempt);
+    Message m = server.round_message(round, attempt);
+    const int64_t round_bytes = share(world, m);
+    server.begin_round(round, attempt, sample, round_bytes);
+    host.on_round(m);
+    if (world.size() == 1) {
+      for (int64_t c : sample) server.receive(host.train_client(c), c, 0);
+    } else {
+      for (int r = 1; r < world.size(); ++r)
+        for (int64_t c : sample)
+          if (host_rank(c, world.size()) == r) server.receive(world.recv_bytes(r), c, r);
+    }
+    RoundReport report = server.finish_round();
+    if (report.complete) return report;
+    const std::string why = "round " + std::to_string(round + 1) + " (attempt " + std::to_string(attempt + 1) + "): " +
+                            std::to_string(report.aggregated) + " valid updates, fewer than federated.min_clients = " +
+                            std::to_string(f.min_clients);
+    if (attempt >= f.round_retries) {
+      tell(world, "stop");
+      throw Error(why + " after " + std::to_string(attempt + 1) + " attempts; " + ckpt_path +
+                  " holds the last good round: fix the clients (see the log) or lower federated.min_clients, then --resume");
+    }
+    log_warn(why, ": retrying with a new sample");
+  }
+}
+
 }  // namespace
 
 FederatedResult run_federated_job(const FederatedJobOptions& o, const std::string& recipe_ini, bool resume) {
@@ -151,7 +227,10 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   auto adaptation = peft_adaptation(o.peft);
   if (adaptation && o.lm.model.init.empty())
     throw ConfigError("peft.method = " + o.peft.method + " fine-tunes a trained model: set model.init to its HF directory");
-  auto world = World::create(CommOptions{o.fed.backend, o.fed.comm_timeout_s});
+  CommOptions comm;
+  comm.backend = o.fed.backend;
+  comm.timeout_s = o.fed.comm_timeout_s;
+  auto world = World::create(comm);
   set_log_rank(world->rank());
   const bool is_server = world->rank() == 0;
   if (world->size() > 1 && o.fed.partition.scheme != "natural" && o.fed.partition.clients < world->size() - 1)
@@ -191,38 +270,10 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   const auto num_clients = static_cast<int64_t>(clients.roster.names.size());
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
 
-  LocalTrainingOptions training;
-  training.optimizer = o.fed.client_optimizer;
-  training.lr = o.lm.train.lr;
-  training.momentum = o.fed.client_momentum;
-  training.beta1 = o.lm.train.beta1;
-  training.beta2 = o.lm.train.beta2;
-  training.eps = o.lm.train.eps;
-  training.weight_decay = o.lm.train.weight_decay;
-  training.grad_clip = o.lm.train.grad_clip;
-  training.fedprox_mu = o.fed.fedprox_mu;
-  training.bf16 = o.lm.train.bf16;
-  ClientHost host(participant, clients.datasets, clients.roster, training, seed, /*shares_server_model=*/is_server);
+  ClientHost host(participant, clients.datasets, clients.roster, client_training(o), seed, /*shares_server_model=*/is_server);
 
   if (!is_server) {
-    // A client rank follows the server's messages until it says the job is over.
-    while (true) {
-      Message m;
-      share(*world, m);
-      const std::string kind = m.meta.at("kind");
-      if (kind == "start") {
-        participant.load(m.tensors);
-        TensorMap base;
-        for (const auto& [name, t] : m.tensors)
-          if (name.rfind("base/", 0) == 0) base[name.substr(5)] = t;
-        if (!base.empty()) participant.load_base_weights(base);
-        continue;
-      }
-      if (kind != "round") break;
-      host.on_round(m);
-      for (int64_t c : sample_clients(num_clients, per_round, seed, m.meta.at("round"), m.meta.at("attempt")))
-        if (host_rank(c, world->size()) == world->rank()) world->send_bytes(host.train_client(c), 0);
-    }
+    follow_server(*world, participant, host, num_clients, per_round, seed);
     return {};
   }
 
@@ -265,44 +316,17 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     metrics.write(eval);
     log_info("round ", round, ": held-out perplexity ", eval["val_ppl"].get<double>());
   };
-  double base_val_loss = std::nan("");
   if (start_round == 0) {
     evaluate(0);
-    base_val_loss = eval["val_loss"];
+    totals["base_val_loss"] = eval["val_loss"];
   }
   const auto job_start = Clock::now();
   const TrafficStats traffic_start = world->traffic();
   for (int64_t round = start_round; round < o.fed.rounds; ++round) {
     const auto t0 = Clock::now();
     const TrafficStats wire0 = world->traffic();
-    RoundReport report;
-    for (int64_t attempt = 0;; ++attempt) {
-      const auto sample = sample_clients(num_clients, per_round, seed, round, attempt);
-      Message m = server.round_message(round, attempt);
-      const int64_t round_bytes = share(*world, m);
-      server.begin_round(round, attempt, sample, round_bytes);
-      host.on_round(m);
-      if (world->size() == 1) {
-        for (int64_t c : sample) server.receive(host.train_client(c), c, 0);
-      } else {
-        for (int r = 1; r < world->size(); ++r)
-          for (int64_t c : sample)
-            if (host_rank(c, world->size()) == r) server.receive(world->recv_bytes(r), c, r);
-      }
-      report = server.finish_round();
-      if (report.complete) break;
-      const std::string why = "round " + std::to_string(round + 1) + " (attempt " + std::to_string(attempt + 1) +
-                              "): " + std::to_string(report.aggregated) + " valid updates, fewer than federated.min_clients = " +
-                              std::to_string(o.fed.min_clients);
-      if (attempt >= o.fed.round_retries) {
-        Message stop;
-        stop.meta = {{"kind", "stop"}};
-        share(*world, stop);
-        throw Error(why + " after " + std::to_string(attempt + 1) + " attempts; " + ckpt_path +
-                    " holds the last good round: fix the clients (see the log) or lower federated.min_clients, then --resume");
-      }
-      log_warn(why, ": retrying with a new sample");
-    }
+    const RoundReport report =
+        serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path);
     const TrafficStats wire1 = world->traffic();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     totals["bytes_up"] = totals["bytes_up"].get<int64_t>() + report.bytes_up;
@@ -332,15 +356,11 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     save_server_checkpoint(ckpt_path, ckpt);
     if (o.lm.run.stop_after > 0 && round + 1 >= o.lm.run.stop_after && !last) {
       log_info("stopped after round ", round + 1, " (run.stop_after): continue with --resume");
-      Message stop;
-      stop.meta = {{"kind", "done"}};
-      share(*world, stop);
+      tell(*world, "done");
       return {round + 1, eval.value("val_loss", std::nan(""))};
     }
   }
-  Message done;
-  done.meta = {{"kind", "done"}};
-  share(*world, done);
+  tell(*world, "done");
   if (start_round >= o.fed.rounds) log_info("the checkpoint is already at round ", start_round, ": nothing to do");
   if (!eval.contains("val_loss")) evaluate(o.fed.rounds);
 
@@ -358,7 +378,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                          {"job_wall_s", std::chrono::duration<double>(Clock::now() - job_start).count()},
                          {"peak_host_memory_bytes", peak_host_memory_bytes()},
                          {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
-  if (!std::isnan(base_val_loss)) summary.update({{"base_val_loss", base_val_loss}, {"base_val_ppl", std::exp(base_val_loss)}});
+  if (totals.contains("base_val_loss"))
+    summary.update({{"base_val_loss", totals["base_val_loss"]}, {"base_val_ppl", std::exp(totals["base_val_loss"].get<double>())}});
   if (adaptation && participant.lora_aggregation() != "flora") {
     const std::string out = o.lm.run.dir + "/adapter";
     adaptation->save(model, out);

@@ -116,6 +116,12 @@ TEST_F(CliFederated, StoppedFedLoraRunResumesToTheSameModel) {
   const auto whole = global_of(tmp / "whole"), parts = global_of(tmp / "parts");
   ASSERT_EQ(whole.size(), parts.size());
   for (const auto& [name, t] : whole) EXPECT_TRUE(torch::equal(t, parts.at(name))) << name << " differs after resuming";
+  const auto summary_whole = nlohmann::json::parse(read_text(tmp / "whole/summary.json"));
+  const auto summary_parts = nlohmann::json::parse(read_text(tmp / "parts/summary.json"));
+  EXPECT_EQ(summary_parts["val_loss"], summary_whole["val_loss"]);
+  EXPECT_EQ(summary_parts["base_val_loss"], summary_whole["base_val_loss"]) << "the base's loss survives the resume";
+  // The same messages, but for the digits of each client's measured wall time.
+  EXPECT_NEAR(summary_parts["bytes_up"].get<double>(), summary_whole["bytes_up"].get<double>(), 64);
   EXPECT_TRUE(fedsplit::path_exists(tmp / "whole/adapter/adapter_config.json"));
 }
 
