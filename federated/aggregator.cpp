@@ -1,5 +1,7 @@
 #include "federated/aggregator.h"
 
+#include <cmath>
+
 #include "core/util/error.h"
 #include "federated/lora_aggregation.h"
 
@@ -29,8 +31,18 @@ TensorMap from_peft_names(const TensorMap& tensors) {
 }  // namespace
 
 void WeightedMean::add(const TensorMap& update, const UpdateInfo& info) {
-  if (!(info.weight > 0)) throw DataError("client " + std::to_string(info.client) + " has weight " +
-                                          std::to_string(info.weight) + ": weights must be positive");
+  const std::string client = "client " + std::to_string(info.client);
+  if (!(info.weight > 0) || !std::isfinite(info.weight))
+    throw DataError(client + " has weight " + std::to_string(info.weight) + ": weights must be positive");
+  if (count_ > 0) {
+    for (const auto& [name, t] : update) {
+      const auto it = sum_.find(name);
+      if (it == sum_.end()) throw DataError(client + "'s update has tensor " + name + ", which the first update lacks");
+      if (it->second.sizes() != t.sizes())
+        throw DataError(client + "'s tensor " + name + " has another shape than the first update's");
+    }
+    if (update.size() != sum_.size()) throw DataError(client + "'s update lacks tensors that the first update has");
+  }
   torch::NoGradGuard no_grad;
   for (const auto& [name, t] : update) {
     auto& sum = sum_[name];
@@ -69,6 +81,15 @@ TensorMap LoraAggregator::finalize() {
   if (method_ == "hetlora") return from_peft_names(aggregate_hetlora(updates, global_rank_));
   if (method_ == "flora") return from_peft_names(stack_lora(updates));
   return from_peft_names(aggregate_ffa(updates, global_rank_));
+}
+
+TensorMap weighted_average(const std::vector<TensorMap>& updates, const std::vector<double>& weights) {
+  if (updates.empty()) throw DataError("no client updates to average");
+  if (updates.size() != weights.size())
+    throw DataError(std::to_string(updates.size()) + " client updates but " + std::to_string(weights.size()) + " weights");
+  WeightedMean mean;
+  for (size_t i = 0; i < updates.size(); ++i) mean.add(updates[i], UpdateInfo{static_cast<int64_t>(i), weights[i]});
+  return mean.finalize();
 }
 
 std::unique_ptr<Aggregator> make_aggregator(const std::string& method, int64_t global_rank) {

@@ -32,6 +32,8 @@ class Aggregator {
 };
 
 /// Σ w_i x_i / Σ w_i key by key, accumulated in fp64 as updates arrive (memory: one copy of the tensors).
+/// add() throws DataError naming the client when its weight is not positive, or its keys or shapes
+/// differ from the first update's.
 class WeightedMean : public Aggregator {
  public:
   void add(const TensorMap& update, const UpdateInfo& info) override;
@@ -60,6 +62,10 @@ class LoraAggregator : public Aggregator {
   int64_t global_rank_;
   std::vector<std::pair<TensorMap, UpdateInfo>> updates_;
 };
+
+/// WeightedMean over `updates` (client i has weight weights[i]), fp32. Throws DataError as add() does,
+/// or for no updates.
+TensorMap weighted_average(const std::vector<TensorMap>& updates, const std::vector<double>& weights);
 
 /// The aggregator for federated.lora_aggregation = `method` (fedavg: WeightedMean).
 std::unique_ptr<Aggregator> make_aggregator(const std::string& method, int64_t global_rank);

@@ -11,35 +11,6 @@ bool is_adaptive(const std::string& rule) { return rule == "fedadagrad" || rule 
 
 }  // namespace
 
-TensorMap weighted_average(const std::vector<TensorMap>& updates, const std::vector<double>& weights) {
-  if (updates.empty()) throw DataError("no client updates to average");
-  if (updates.size() != weights.size())
-    throw DataError(std::to_string(updates.size()) + " client updates but " + std::to_string(weights.size()) + " weights");
-  double total = 0;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    if (!(weights[i] > 0) || !std::isfinite(weights[i]))
-      throw DataError("client " + std::to_string(i) + " has weight " + std::to_string(weights[i]) + ": weights must be positive");
-    total += weights[i];
-  }
-  torch::NoGradGuard no_grad;
-  TensorMap out;
-  for (const auto& [key, first] : updates.front()) {
-    torch::Tensor sum = torch::zeros(first.sizes(), first.options().dtype(torch::kFloat64));
-    for (size_t i = 0; i < updates.size(); ++i) {
-      const auto it = updates[i].find(key);
-      if (it == updates[i].end()) throw DataError("client " + std::to_string(i) + "'s update has no tensor " + key);
-      if (it->second.sizes() != first.sizes())
-        throw DataError("client " + std::to_string(i) + "'s tensor " + key + " has another shape than client 0's");
-      sum.add_(it->second.to(torch::kFloat64), weights[i] / total);
-    }
-    out.emplace(key, sum.to(torch::kFloat32));
-  }
-  for (size_t i = 1; i < updates.size(); ++i)
-    if (updates[i].size() != out.size())
-      throw DataError("client " + std::to_string(i) + "'s update has tensors that client 0's lacks");
-  return out;
-}
-
 ServerOptimizer::ServerOptimizer(ServerOptimizerOptions o) : options_(std::move(o)) {
   const auto& r = options_.rule;
   if (r != "fedavg" && r != "fedavgm" && !is_adaptive(r))

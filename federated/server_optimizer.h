@@ -1,4 +1,4 @@
-// The server's side of a federated round: client updates averaged by weight, then applied to the
+// The server's side of a federated round: the mean client update (federated/aggregator.h) applied to the
 // global model by a server optimizer (Reddi et al., 2021, "Adaptive Federated Optimization").
 //
 // With x the global parameters and Δ = Σ_i w_i (x_i - x) / Σ_i w_i the weighted mean of the client
@@ -29,11 +29,6 @@ struct ServerOptimizerOptions {
   double beta2 = 0.99;          ///< second-moment decay (fedyogi, fedadam)
   double tau = 1e-3;            ///< adaptivity: added to √v, and v's start τ²
 };
-
-/// Σ_i weights[i] · updates[i] / Σ_i weights[i], key by key, in fp32 (fp64 accumulation). Every
-/// update must hold the same keys and shapes. Throws DataError naming the client index and key on
-/// a mismatch, or when the weights are not positive.
-TensorMap weighted_average(const std::vector<TensorMap>& updates, const std::vector<double>& weights);
 
 class ServerOptimizer {
  public:

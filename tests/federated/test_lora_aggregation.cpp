@@ -9,7 +9,7 @@
 
 #include "core/util/error.h"
 #include "federated/lora_aggregation.h"
-#include "federated/server_optimizer.h"
+#include "federated/aggregator.h"
 #include "tests/test_support.h"
 
 using namespace fedsplit;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/util/error.h"
+#include "federated/aggregator.h"
 #include "federated/server_optimizer.h"
 #include "tests/test_support.h"
 
