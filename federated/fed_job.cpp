@@ -39,6 +39,8 @@ void check_options(const FederatedJobOptions& o) {
     throw ConfigError("federated.client_ranks needs federated.lora_aggregation = hetlora, flora or ffa "
                       "(fedavg averages A and B of one shape)");
   }
+  if (f.backend == "nccl" && o.lm.run.device == "cpu")
+    throw ConfigError("federated.backend = nccl moves CUDA tensors: set run.device = cuda (one GPU per rank), or use gloo");
   if (f.lora_aggregation == "flora" && (f.server.rule != "fedavg" || f.server.lr != 1.0))
     throw ConfigError("federated.lora_aggregation = flora merges the exact stacked update each round: use "
                       "federated.server_optimizer = fedavg with federated.server_lr = 1");
@@ -228,7 +230,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   if (adaptation && o.lm.model.init.empty())
     throw ConfigError("peft.method = " + o.peft.method + " fine-tunes a trained model: set model.init to its HF directory");
   CommOptions comm;
-  comm.backend = o.fed.backend;
+  // A CPU run moves its tensors over Gloo even on a machine with GPUs.
+  comm.backend = o.fed.backend == "auto" && o.lm.run.device == "cpu" ? "gloo" : o.fed.backend;
   comm.timeout_s = o.fed.comm_timeout_s;
   auto world = World::create(comm);
   set_log_rank(world->rank());

@@ -171,13 +171,15 @@ struct MpiComm {
 };
 
 /// This rank's index among the ranks on its host (for picking a GPU).
-int mpi_local_rank(int rank) {
+/// This rank's index among the ranks on its host, and how many ranks that host runs.
+std::pair<int, int> mpi_local_rank(int rank) {
   MpiComm local;
   check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local.comm),
             "MPI_Comm_split_type");
-  int local_rank = 0;
+  int local_rank = 0, local_size = 0;
   check_mpi(MPI_Comm_rank(local.comm, &local_rank), "MPI_Comm_rank");
-  return local_rank;
+  check_mpi(MPI_Comm_size(local.comm, &local_size), "MPI_Comm_size");
+  return {local_rank, local_size};
 }
 #endif
 
@@ -325,9 +327,16 @@ std::shared_ptr<World> World::create(const CommOptions& options) {
   set_log_rank(impl->rank);
   if (impl->size == 1) return std::shared_ptr<World>(new World(std::move(impl)));
   impl->backend = resolve_backend(options.backend);
-  if (impl->backend == "nccl")
-    impl->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
-                                                   mpi_local_rank(impl->rank) % torch::cuda::device_count()));
+  if (impl->backend == "nccl") {
+    // NCCL cannot put two ranks on one GPU (it would hang at the first collective): refuse instead.
+    const auto [local_rank, local_size] = mpi_local_rank(impl->rank);
+    const int gpus = static_cast<int>(torch::cuda::device_count());
+    if (local_size > gpus)
+      throw CommError("rank " + std::to_string(impl->rank) + ": backend nccl needs one GPU per rank, but this host runs " +
+                      std::to_string(local_size) + " ranks on " + std::to_string(gpus) +
+                      " GPUs: start at most that many ranks per host, or use backend gloo");
+    impl->device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank));
+  }
 
   // Rendezvous: rank 0 hosts the store on a free port and broadcasts "host:port", or "!reason" when it
   // could not start it (so that the other ranks fail too instead of waiting in MPI_Bcast).

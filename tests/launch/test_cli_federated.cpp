@@ -179,6 +179,7 @@ TEST_F(CliFederated, KeysThatDoNotFitTogetherAreRefusedByName) {
       {"partition = natural\nclients = 1\n", "federated.partition_key"},
       {"lora_aggregation = hetlora\nclient_ranks = 9\n", "federated.client_ranks: '9'"},
       {"network.link = fast\n", "network.link"},
+      {"backend = nccl\n", "federated.backend = nccl moves CUDA tensors"},
   };
   for (const auto& c : cases) {
     std::string recipe = fedlora_recipe(tmp, tmp / "bad", c.extra);
