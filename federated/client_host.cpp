@@ -1,6 +1,7 @@
 #include "federated/client_host.h"
 
 #include <chrono>
+#include <functional>
 #include <cmath>
 #include <limits>
 
@@ -22,9 +23,9 @@ void inject_fault(const std::string& kind, Message& update) {
 }  // namespace
 
 ClientHost::ClientHost(Participant& participant, std::vector<TokenDataset>& datasets, const ClientRoster& roster,
-                       LocalTrainingOptions training, uint64_t seed, bool shares_server_model)
-    : participant_(participant), datasets_(datasets), roster_(roster), training_(std::move(training)), seed_(seed),
-      shares_server_model_(shares_server_model) {}
+                       LocalTrainingOptions training, AttackOptions attack, uint64_t seed, bool shares_server_model)
+    : participant_(participant), datasets_(datasets), roster_(roster), training_(std::move(training)),
+      attack_(std::move(attack)), seed_(seed), shares_server_model_(shares_server_model) {}
 
 void ClientHost::on_round(const Message& round) {
   round_ = round.meta.at("round").get<int64_t>();
@@ -58,9 +59,16 @@ std::string ClientHost::train_client(int64_t c) {
   LocalTrainingOptions training = training_;
   training.steps = steps;
   auto logits = [this](const torch::Tensor& ids) { return participant_.model()->forward(ids); };
+  const auto attack = roster_.attacks.find(c);
+  const std::string attack_kind = attack == roster_.attacks.end() ? "" : attack->second;
+  std::function<void(Batch&)> poison;
+  if (attack_kind == "label_flip") {
+    const int64_t vocab = participant_.model()->options.vocab_size;
+    poison = [this, vocab](Batch& b) { poison_batch(b, attack_.label_shift, vocab); };
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const LocalResult result = train_locally(*participant_.model(), logits, data, training, participant_.device(),
-                                           [this] { participant_.mask_gradients(); }, &global_);
+                                           [this] { participant_.mask_gradients(); }, &global_, poison);
   update.meta["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   update.meta.update({{"loss", result.mean_loss}, {"steps", result.steps}, {"tokens", result.tokens}});
   if (!result.finite) {
@@ -68,6 +76,9 @@ std::string ClientHost::train_client(int64_t c) {
     update.meta["reason"] = "its training loss became non-finite after " + std::to_string(result.steps) + " steps";
   } else {
     update.tensors = participant_.client_update();
+    if (!attack_kind.empty() && is_update_attack(attack_kind))
+      attack_update(attack_kind, update.tensors, global_, attack_, client_seed(seed_, round_, c) ^ 0xBADull,
+                    client_seed(seed_, round_, -1));
     if (fault != roster_.faults.end()) inject_fault(fault->second, update);
   }
   participant_.end_client();

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/data/dataset.h"
+#include "federated/attacks.h"
 #include "federated/local_training.h"
 #include "federated/message.h"
 #include "federated/participant.h"
@@ -22,6 +23,7 @@ struct ClientRoster {
   std::vector<int64_t> local_steps;    ///< optimizer steps per round
   std::vector<int64_t> samples;        ///< training windows: the FedAvg weight
   std::map<int64_t, std::string> faults;  ///< testing aid: client -> fault it injects
+  std::map<int64_t, std::string> attacks; ///< attack simulation: client -> attack kind
 };
 
 class ClientHost {
@@ -29,7 +31,7 @@ class ClientHost {
   /// `shares_server_model`: this rank is also the server (a world of one), whose model already holds
   /// every flora merge.
   ClientHost(Participant& participant, std::vector<TokenDataset>& datasets, const ClientRoster& roster,
-             LocalTrainingOptions training, uint64_t seed, bool shares_server_model);
+             LocalTrainingOptions training, AttackOptions attack, uint64_t seed, bool shares_server_model);
 
   /// Takes a round message: its global parameters, or (flora) the stacked update to merge once.
   void on_round(const Message& round);
@@ -41,6 +43,7 @@ class ClientHost {
   std::vector<TokenDataset>& datasets_;
   const ClientRoster& roster_;
   LocalTrainingOptions training_;
+  AttackOptions attack_;
   uint64_t seed_;
   bool shares_server_model_;
   int64_t round_ = 0;

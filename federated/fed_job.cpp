@@ -98,6 +98,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
   r.lora_ranks = client_lora_ranks(o.fed.client_ranks, r.names, global_rank);
   r.stragglers = pick_stragglers(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
   r.faults = parse_faults(o.fed.faults, r.names);
+  r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
   out.partition_file = summarize_partition(partition, docs.labels);
   out.partition_file["partition_key"] = key;
   nlohmann::json clients = nlohmann::json::array();
@@ -119,6 +120,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
                        {"val_windows", data.num_val_windows()}, {"local_steps", steps},
                        {"lora_rank", r.lora_ranks[static_cast<size_t>(c)]},
                        {"straggler", static_cast<bool>(r.stragglers[static_cast<size_t>(c)])},
+                       {"attack", r.attacks.count(c) ? r.attacks.at(c) : ""},
                        {"host_rank", 0}, {"document_refs", docs_of}});
   }
   out.partition_file["client_list"] = clients;
@@ -273,7 +275,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   const auto num_clients = static_cast<int64_t>(clients.roster.names.size());
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
 
-  ClientHost host(participant, clients.datasets, clients.roster, client_training(o), seed, /*shares_server_model=*/is_server);
+  ClientHost host(participant, clients.datasets, clients.roster, client_training(o), o.attack, seed, /*shares_server_model=*/is_server);
 
   if (!is_server) {
     follow_server(*world, participant, host, num_clients, per_round, seed);

@@ -11,6 +11,7 @@
 #pragma once
 #include <string>
 
+#include "federated/attacks.h"
 #include "federated/options.h"
 #include "peft/method.h"
 #include "train/lm_job.h"
@@ -21,6 +22,7 @@ struct FederatedJobOptions {
   LmJobOptions lm;        ///< [run], [model], [data], [train] (train.lr etc. drive the clients' optimizer)
   PeftOptions peft;       ///< [peft]: what the clients train (none = the whole model)
   FederatedOptions fed;   ///< [federated], [network]
+  AttackOptions attack;   ///< [attack]: simulated malicious clients
 };
 
 struct FederatedResult {

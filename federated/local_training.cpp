@@ -36,7 +36,8 @@ void sgd_step(std::vector<AdamW::Param>& params, double lr, double momentum) {
 
 LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
                           const LocalTrainingOptions& o, torch::Device device,
-                          const std::function<void()>& mask_gradients, const TensorMap* global) {
+                          const std::function<void()>& mask_gradients, const TensorMap* global,
+                          const std::function<void(Batch&)>& change_batch) {
   AdamW optimizer(trainable(model), AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
   if (optimizer.params().empty()) throw ConfigError("the model has no trainable parameters: nothing to train");
   const bool autocast = o.bf16 && device.is_cuda();
@@ -45,7 +46,8 @@ LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, T
   double loss_total = 0;
   for (int64_t step = 0; step < o.steps; ++step) {
     optimizer.zero_grad();
-    const Batch batch = data.next_batch();
+    Batch batch = data.next_batch();
+    if (change_batch) change_batch(batch);
     auto ids = batch.input_ids.to(device);
     auto targets = batch.targets.to(device);
     torch::Tensor loss;

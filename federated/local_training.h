@@ -13,6 +13,7 @@
 namespace fedsplit {
 
 class TokenDataset;
+struct Batch;
 
 struct LocalTrainingOptions {
   int64_t steps = 10;              ///< optimizer steps
@@ -36,9 +37,10 @@ struct LocalResult {
 /// Trains the parameters of `model` that require gradients for `options.steps` batches of `data`
 /// (from its current position). `mask_gradients` (optional) runs after each backward pass, e.g. to
 /// keep a lower-rank client's unused LoRA rows at zero. `global` (FedProx) holds the round's starting
-/// values by parameter name.
+/// values by parameter name. `change_batch` (optional) rewrites each batch first (data poisoning).
 LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
                           const LocalTrainingOptions& options, torch::Device device,
-                          const std::function<void()>& mask_gradients = nullptr, const TensorMap* global = nullptr);
+                          const std::function<void()>& mask_gradients = nullptr, const TensorMap* global = nullptr,
+                          const std::function<void(Batch&)>& change_batch = nullptr);
 
 }  // namespace fedsplit

@@ -11,20 +11,6 @@ namespace {
 
 constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
-// A client named by its partition name or by its index.
-int64_t find_client(const std::string& name, const std::vector<std::string>& names, const std::string& key) {
-  const auto it = std::find(names.begin(), names.end(), name);
-  if (it != names.end()) return it - names.begin();
-  if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
-    const int64_t index = std::stoll(name);
-    if (index < static_cast<int64_t>(names.size())) return index;
-  }
-  std::string list;
-  for (size_t i = 0; i < names.size() && i < 8; ++i) list += (i ? ", " : "") + names[i];
-  throw ConfigError(key + ": '" + name + "' is no client (clients are named " + list +
-                    (names.size() > 8 ? ", ..." : "") + ", or by index 0.." + std::to_string(names.size() - 1) + ")");
-}
-
 int64_t parse_rank(const std::string& text, int64_t global_rank) {
   size_t used = 0;
   int64_t r = 0;
@@ -40,6 +26,19 @@ int64_t parse_rank(const std::string& text, int64_t global_rank) {
 }
 
 }  // namespace
+
+int64_t find_client(const std::string& name, const std::vector<std::string>& names, const std::string& key) {
+  const auto it = std::find(names.begin(), names.end(), name);
+  if (it != names.end()) return it - names.begin();
+  if (!name.empty() && std::all_of(name.begin(), name.end(), ::isdigit)) {
+    const int64_t index = std::stoll(name);
+    if (index < static_cast<int64_t>(names.size())) return index;
+  }
+  std::string list;
+  for (size_t i = 0; i < names.size() && i < 8; ++i) list += (i ? ", " : "") + names[i];
+  throw ConfigError(key + ": '" + name + "' is no client (clients are named " + list +
+                    (names.size() > 8 ? ", ..." : "") + ", or by index 0.." + std::to_string(names.size() - 1) + ")");
+}
 
 void bind_federated_options(Recipe& r, FederatedOptions& o) {
   r.add("federated.rounds", &o.rounds, "communication rounds", 1, 1000000);

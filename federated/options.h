@@ -51,6 +51,10 @@ void bind_federated_options(Recipe& recipe, FederatedOptions& options);
 std::vector<int64_t> client_lora_ranks(const std::string& spec, const std::vector<std::string>& client_names,
                                        int64_t global_rank);
 
+/// The index of the client `name` (its partition name, or its index as a number) among `client_names`.
+/// ConfigError naming recipe key `key` and listing some clients otherwise.
+int64_t find_client(const std::string& name, const std::vector<std::string>& client_names, const std::string& key);
+
 /// Parses federated.faults into client index -> kind. ConfigError for an unknown client or kind.
 std::map<int64_t, std::string> parse_faults(const std::string& spec, const std::vector<std::string>& client_names);
 

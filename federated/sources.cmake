@@ -1,5 +1,6 @@
 set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/aggregator.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/attacks.cpp
   ${CMAKE_CURRENT_LIST_DIR}/client_host.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fed_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_training.cpp

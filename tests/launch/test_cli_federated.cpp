@@ -80,6 +80,24 @@ TEST_F(CliFederated, FedAvgLearnsAndRecordsEveryRound) {
   EXPECT_TRUE(fedsplit::path_exists(dir + "/model/config.json"));
 }
 
+TEST_F(CliFederated, ASignFlippingClientPullsFedAvgAway) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "clean.ini", fedavg_recipe(tmp, tmp / "clean"));
+  write_text(tmp / "attacked.ini", fedavg_recipe(tmp, tmp / "attacked") +
+                                       "\n[attack]\nclients = ahab=sign_flip\nscale = 10\n");
+  for (const std::string run : {"clean", "attacked"}) {
+    const auto r = run_fedsplit("run " + (tmp / (run + ".ini")));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const auto partition = nlohmann::json::parse(read_text(tmp / "attacked/partition.json"));
+  EXPECT_EQ(partition["client_list"][0]["attack"], "sign_flip");
+  const double clean = events(tmp / "clean", "eval").back()["val_loss"];
+  const double attacked = events(tmp / "attacked", "eval").back()["val_loss"];
+  const double start = events(tmp / "clean", "eval").front()["val_loss"];
+  std::cout << "held-out loss: start " << start << ", clean " << clean << ", attacked " << attacked << std::endl;
+  EXPECT_GT(attacked - clean, 0.5 * (start - clean)) << "one of four clients sending -10x its update undoes plain FedAvg";
+}
+
 TEST_F(CliFederated, FedLoraTrainsAndSendsOnlyTheAdapters) {
   const TempDir& tmp = *tmp_;
   const std::string dir = tmp / "fedlora";
