@@ -39,6 +39,7 @@ void check_options(const FederatedJobOptions& o) {
     throw ConfigError("federated.client_ranks needs federated.lora_aggregation = hetlora, flora or ffa "
                       "(fedavg averages A and B of one shape)");
   }
+  if (o.robust.rule != "none") check_robust_options(o.robust);
   if (f.backend == "nccl" && o.lm.run.device == "cpu")
     throw ConfigError("federated.backend = nccl moves CUDA tensors: set run.device = cuda (one GPU per rank), or use gloo");
   if (f.lora_aggregation == "flora" && (f.server.rule != "fedavg" || f.server.lr != 1.0))
@@ -288,7 +289,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     clients.partition_file["client_list"][c]["host_rank"] = host_rank(static_cast<int64_t>(c), world->size());
   write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
 
-  Server server(participant, clients.roster, o.fed, global_rank);
+  Server server(participant, clients.roster, o.fed, global_rank, o.robust.rule == "none" ? nullptr : &o.robust);
   int64_t start_round = 0;
   nlohmann::json totals{{"bytes_up", 0}, {"bytes_down", 0}, {"sim_s", 0.0}, {"wall_s", 0.0}};
   if (resume) {
@@ -303,6 +304,11 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     server.optimizer().load_state(ckpt.optimizer_state, ckpt.optimizer_rounds);
     if (!ckpt.base.empty()) participant.load_base_weights(ckpt.base);
     totals = nlohmann::json::parse(ckpt.extra);
+    if (totals.contains("trust")) {
+      std::map<int64_t, double> trust;
+      for (const auto& [client, value] : totals["trust"].items()) trust[std::stoll(client)] = value.get<double>();
+      server.load_trust(trust);
+    }
     log_info("resuming ", ckpt_path, " after round ", start_round);
   }
   Message start;
@@ -339,7 +345,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     totals["sim_s"] = totals["sim_s"].get<double>() + report.sim_round_s;
     totals["wall_s"] = totals["wall_s"].get<double>() + wall;
     metrics.write({{"event", "round"}, {"round", round + 1}, {"attempt", report.attempt}, {"clients_sampled", report.sampled},
-                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded},
+                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust},
                    {"train_loss", report.train_loss}, {"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down},
                    {"wire_bytes_sent", wire1.bytes_sent - wire0.bytes_sent},
                    {"wire_bytes_received", wire1.bytes_received - wire0.bytes_received},
@@ -354,6 +360,9 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     ckpt.round = round + 1;
     ckpt.optimizer_rounds = server.optimizer().rounds();
     ckpt.recipe = recipe_ini;
+    nlohmann::json trust = nlohmann::json::object();
+    for (const auto& [client, value] : server.trust()) trust[std::to_string(client)] = value;
+    totals["trust"] = trust;
     ckpt.extra = totals.dump();
     ckpt.global = server.global();
     ckpt.optimizer_state = server.optimizer().state();

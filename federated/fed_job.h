@@ -23,6 +23,7 @@ struct FederatedJobOptions {
   PeftOptions peft;       ///< [peft]: what the clients train (none = the whole model)
   FederatedOptions fed;   ///< [federated], [network]
   AttackOptions attack;   ///< [attack]: simulated malicious clients
+  RobustOptions robust;   ///< [robust]: rule (none = plain aggregation) and its parameters
 };
 
 struct FederatedResult {

@@ -82,6 +82,19 @@ void bind_federated_options(Recipe& r, FederatedOptions& o) {
   r.add("network.link", &o.link, "client link for simulated time: up_mbps/down_mbps/latency_ms (empty = off)");
 }
 
+void bind_robust_options(Recipe& r, RobustOptions& o) {
+  o.rule = "none";  // a recipe opts in to robust aggregation
+  r.add_choice("robust.rule", &o.rule, {"none", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "norm_bound", "trust"},
+               "Byzantine-robust aggregation of the client updates (none = weighted mean)");
+  r.add("robust.byzantine", &o.byzantine, "f: clients assumed malicious (krum, multi_krum, bulyan, trimmed_mean)", 0, 1000000);
+  r.add("robust.trim_fraction", &o.trim_fraction, "trimmed_mean: share trimmed from each end (0 = robust.byzantine)", 0.0, 0.4999);
+  r.add("robust.multi_krum_m", &o.multi_krum_m, "multi_krum: updates averaged (0 = n - f)", 0, 1000000);
+  r.add("robust.norm_bound", &o.norm_bound, "norm_bound: largest L2 norm an update keeps", 1e-12, 1e12);
+  r.add("robust.trust_quality", &o.trust_quality, "trust: weight a of the round's quality", 0.0, 1e6);
+  r.add("robust.trust_weight", &o.trust_weight, "trust: weight b of the client's trust", 0.0, 1e6);
+  r.add("robust.trust_decay", &o.trust_decay, "trust: decay of the trust average per round", 0.0, 1.0);
+}
+
 std::vector<int64_t> client_lora_ranks(const std::string& spec, const std::vector<std::string>& names,
                                        int64_t global_rank) {
   std::vector<int64_t> dealt;

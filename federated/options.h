@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/data/partition.h"
+#include "federated/robust_aggregation.h"
 #include "federated/server_optimizer.h"
 
 namespace fedsplit {
@@ -43,6 +44,10 @@ struct FederatedOptions {
 
 /// Registers the [federated] keys (and [network] link) of `recipe` on `options`.
 void bind_federated_options(Recipe& recipe, FederatedOptions& options);
+
+/// Registers the [robust] keys: robust.rule, which defaults to none (the aggregation of [federated]),
+/// and the rules' parameters.
+void bind_robust_options(Recipe& recipe, RobustOptions& options);
 
 /// The LoRA rank of each client (names in partition order) from federated.client_ranks: bare numbers
 /// are dealt to clients in turn ("8 4 2": client 0 gets 8, client 1 gets 4, ...), "name=r" items set a

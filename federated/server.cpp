@@ -27,11 +27,28 @@ int64_t shapes_bytes(const std::map<std::string, std::vector<int64_t>>& shapes) 
 
 }  // namespace
 
-Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank)
+Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
+               const RobustOptions* robust)
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
-      optimizer_(options.server),
-      aggregator_(make_aggregator(participant.has_lora() ? options.lora_aggregation : "fedavg", global_rank)) {
+      optimizer_(options.server) {
+  const std::string lora = participant.has_lora() ? options.lora_aggregation : "fedavg";
+  if (robust) {
+    if (lora != "fedavg")
+      throw ConfigError("robust.rule = " + robust->rule + " compares updates of one shape: use it with "
+                        "federated.lora_aggregation = fedavg (got " + lora + ")");
+    auto aggregator = std::make_unique<RobustAggregator>(*robust, global_);
+    robust_ = aggregator.get();
+    aggregator_ = std::move(aggregator);
+  } else {
+    aggregator_ = make_aggregator(lora, global_rank);
+  }
   if (!options.link.empty()) link_ = parse_link("client", options.link, "network.link");
+}
+
+std::map<int64_t, double> Server::trust() const { return robust_ ? robust_->trust() : std::map<int64_t, double>{}; }
+
+void Server::load_trust(std::map<int64_t, double> trust) {
+  if (robust_) robust_->load_trust(std::move(trust));
 }
 
 Message Server::round_message(int64_t round, int64_t attempt) const {
@@ -53,6 +70,14 @@ void Server::begin_round(int64_t round, int64_t attempt, const std::vector<int64
   report_.attempt = attempt;
   report_.sampled = static_cast<int64_t>(sample.size());
   round_bytes_ = round_bytes;
+  if (robust_) {
+    // A retried round may have left updates behind: start from an empty aggregator, keeping the trust.
+    const auto trust = robust_->trust();
+    auto fresh = std::make_unique<RobustAggregator>(robust_->options(), global_);
+    fresh->load_trust(trust);
+    robust_ = fresh.get();
+    aggregator_ = std::move(fresh);
+  }
   loss_sum_ = weight_sum_ = 0;
 }
 
@@ -134,7 +159,17 @@ RoundReport Server::finish_round() {
   report_.complete = report_.aggregated >= options_.min_clients;
   report_.train_loss = weight_sum_ > 0 ? loss_sum_ / weight_sum_ : std::nan("");
   if (report_.aggregated == 0) return report_;
-  TensorMap combined = aggregator_->finalize();
+  TensorMap combined;
+  try {
+    combined = aggregator_->finalize();
+  } catch (const DataError& e) {
+    if (!robust_) throw;
+    // Too few updates for the robust rule: the round is short, as with fewer than min_clients.
+    log_warn("round ", report_.round + 1, ": ", e.what());
+    report_.complete = false;
+    return report_;
+  }
+  if (robust_) report_.robust = robust_->last_decision();
   if (!report_.complete) return report_;
   if (participant_.lora_aggregation() == "flora") {
     participant_.merge_stacked(combined);

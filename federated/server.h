@@ -15,6 +15,7 @@
 #include "federated/message.h"
 #include "federated/options.h"
 #include "federated/participant.h"
+#include "federated/robust_aggregation.h"
 #include "federated/server_optimizer.h"
 
 namespace fedsplit {
@@ -26,6 +27,7 @@ struct RoundReport {
   int64_t sampled = 0;
   int64_t aggregated = 0;
   nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
+  nlohmann::json robust;       ///< what the robust rule decided (null without one)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
   int64_t bytes_down = 0;      ///< message bytes the sampled clients received
@@ -37,8 +39,11 @@ struct RoundReport {
 
 class Server {
  public:
-  /// `global_rank`: the LoRA rank of the global adapters (peft.r; 0 without LoRA).
-  Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank);
+  /// `global_rank`: the LoRA rank of the global adapters (peft.r; 0 without LoRA). With `robust` (not
+  /// null) a RobustAggregator combines the updates; ConfigError when the LoRA aggregation makes client
+  /// updates of different shapes.
+  Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
+         const RobustOptions* robust = nullptr);
 
   TensorMap& global() { return global_; }
   ServerOptimizer& optimizer() { return optimizer_; }
@@ -57,6 +62,10 @@ class Server {
   /// Aggregates and steps the global model if enough updates passed; the round's report either way.
   RoundReport finish_round();
 
+  /// The robust rule's per-client trust (empty without the trust rule), for checkpoints.
+  std::map<int64_t, double> trust() const;
+  void load_trust(std::map<int64_t, double> trust);
+
  private:
   void exclude(int64_t client, const std::string& reason);
   std::string check_update(const Message& update, int64_t client, int from_rank) const;
@@ -68,6 +77,7 @@ class Server {
   TensorMap global_;
   ServerOptimizer optimizer_;
   std::unique_ptr<Aggregator> aggregator_;
+  RobustAggregator* robust_ = nullptr;  // aggregator_ when a robust rule combines the updates
   TensorMap stack_;
   int64_t stack_round_ = -1;
   RoundReport report_;

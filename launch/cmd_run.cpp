@@ -37,6 +37,7 @@ int run(const Args& args) {
   bind_peft_options(recipe, job.peft);
   bind_federated_options(recipe, job.fed);
   bind_attack_options(recipe, job.attack);
+  bind_robust_options(recipe, job.robust);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"

@@ -80,22 +80,27 @@ TEST_F(CliFederated, FedAvgLearnsAndRecordsEveryRound) {
   EXPECT_TRUE(fedsplit::path_exists(dir + "/model/config.json"));
 }
 
-TEST_F(CliFederated, ASignFlippingClientPullsFedAvgAway) {
+TEST_F(CliFederated, ASignFlippingClientUndoesFedAvgButNotTheMedian) {
   const TempDir& tmp = *tmp_;
+  const std::string attack = "\n[attack]\nclients = ahab=sign_flip\nscale = 10\n";
   write_text(tmp / "clean.ini", fedavg_recipe(tmp, tmp / "clean"));
-  write_text(tmp / "attacked.ini", fedavg_recipe(tmp, tmp / "attacked") +
-                                       "\n[attack]\nclients = ahab=sign_flip\nscale = 10\n");
-  for (const std::string run : {"clean", "attacked"}) {
+  write_text(tmp / "attacked.ini", fedavg_recipe(tmp, tmp / "attacked") + attack);
+  write_text(tmp / "median.ini", fedavg_recipe(tmp, tmp / "median") + attack + "\n[robust]\nrule = median\n");
+  for (const std::string run : {"clean", "attacked", "median"}) {
     const auto r = run_fedsplit("run " + (tmp / (run + ".ini")));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   const auto partition = nlohmann::json::parse(read_text(tmp / "attacked/partition.json"));
   EXPECT_EQ(partition["client_list"][0]["attack"], "sign_flip");
+  const double start = events(tmp / "clean", "eval").front()["val_loss"];
   const double clean = events(tmp / "clean", "eval").back()["val_loss"];
   const double attacked = events(tmp / "attacked", "eval").back()["val_loss"];
-  const double start = events(tmp / "clean", "eval").front()["val_loss"];
-  std::cout << "held-out loss: start " << start << ", clean " << clean << ", attacked " << attacked << std::endl;
+  const double median = events(tmp / "median", "eval").back()["val_loss"];
+  std::cout << "held-out loss: start " << start << ", clean " << clean << ", attacked " << attacked << ", median "
+            << median << std::endl;
   EXPECT_GT(attacked - clean, 0.5 * (start - clean)) << "one of four clients sending -10x its update undoes plain FedAvg";
+  EXPECT_LT(median - clean, 0.25 * (start - clean)) << "the coordinate-wise median keeps most of the clean progress";
+  EXPECT_EQ(events(tmp / "median", "round").front()["robust"]["rule"], "median");
 }
 
 TEST_F(CliFederated, FedLoraTrainsAndSendsOnlyTheAdapters) {
