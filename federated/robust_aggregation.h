@@ -81,8 +81,8 @@ class RobustAggregator : public Aggregator {
 
  private:
   RobustOptions options_;
-  TensorMap global_;                  ///< the reference model (for keys, shapes)
-  torch::Tensor global_flat_;         ///< flat(global), fp64
+  TensorMap global_;                   ///< the reference model (for keys, shapes)
+  torch::Tensor global_flat_;          ///< flat(global), fp64
   std::vector<torch::Tensor> deltas_;  ///< flat(x_i) − flat(global), fp64, in arrival order
   std::vector<UpdateInfo> infos_;
   nlohmann::json decision_ = nlohmann::json::object();
