@@ -2,12 +2,14 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/aggregator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/attacks.cpp
   ${CMAKE_CURRENT_LIST_DIR}/client_host.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/dp.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fed_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_training.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora_aggregation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/message.cpp
   ${CMAKE_CURRENT_LIST_DIR}/options.cpp
   ${CMAKE_CURRENT_LIST_DIR}/participant.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rdp_accountant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/robust_aggregation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp
