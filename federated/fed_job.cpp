@@ -289,7 +289,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     clients.partition_file["client_list"][c]["host_rank"] = host_rank(static_cast<int64_t>(c), world->size());
   write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
 
-  Server server(participant, clients.roster, o.fed, global_rank, o.robust.rule == "none" ? nullptr : &o.robust);
+  Server server(participant, clients.roster, o.fed, global_rank, o.robust.rule == "none" ? nullptr : &o.robust,
+                &o.privacy, seed);
   int64_t start_round = 0;
   nlohmann::json totals{{"bytes_up", 0}, {"bytes_down", 0}, {"sim_s", 0.0}, {"wall_s", 0.0}};
   if (resume) {
@@ -304,6 +305,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     server.optimizer().load_state(ckpt.optimizer_state, ckpt.optimizer_rounds);
     if (!ckpt.base.empty()) participant.load_base_weights(ckpt.base);
     totals = nlohmann::json::parse(ckpt.extra);
+    if (totals.contains("privacy")) server.load_privacy_state(totals["privacy"]);
     if (totals.contains("trust")) {
       std::map<int64_t, double> trust;
       for (const auto& [client, value] : totals["trust"].items()) trust[std::stoll(client)] = value.get<double>();
@@ -345,7 +347,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     totals["sim_s"] = totals["sim_s"].get<double>() + report.sim_round_s;
     totals["wall_s"] = totals["wall_s"].get<double>() + wall;
     metrics.write({{"event", "round"}, {"round", round + 1}, {"attempt", report.attempt}, {"clients_sampled", report.sampled},
-                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust},
+                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust}, {"privacy", report.privacy},
                    {"train_loss", report.train_loss}, {"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down},
                    {"wire_bytes_sent", wire1.bytes_sent - wire0.bytes_sent},
                    {"wire_bytes_received", wire1.bytes_received - wire0.bytes_received},
@@ -353,7 +355,9 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                    {"client_compute_s", report.client_wall_s}, {"wall_s", wall},
                    {"sim_elapsed_s", totals["sim_s"]}, {"elapsed_wall_s", totals["wall_s"]}});
     log_info("round ", round + 1, "/", o.fed.rounds, ": ", report.aggregated, "/", report.sampled,
-             " clients, train loss ", report.train_loss, ", ", report.bytes_up, " bytes up, ", wall, " s");
+             " clients, train loss ", report.train_loss, ", ", report.bytes_up, " bytes up, ", wall, " s",
+             report.privacy.is_null() ? "" : ", epsilon " + report.privacy["epsilon"].dump());
+    if (!report.privacy.is_null()) totals["epsilon"] = report.privacy["epsilon"];
     const bool last = round + 1 == o.fed.rounds;
     if (last || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
     ServerCheckpoint ckpt;
@@ -363,6 +367,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     nlohmann::json trust = nlohmann::json::object();
     for (const auto& [client, value] : server.trust()) trust[std::to_string(client)] = value;
     totals["trust"] = trust;
+    totals["privacy"] = server.privacy_state();
     ckpt.extra = totals.dump();
     ckpt.global = server.global();
     ckpt.optimizer_state = server.optimizer().state();
@@ -392,6 +397,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                          {"job_wall_s", std::chrono::duration<double>(Clock::now() - job_start).count()},
                          {"peak_host_memory_bytes", peak_host_memory_bytes()},
                          {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
+  if (totals.contains("epsilon")) summary.update({{"epsilon", totals["epsilon"]}, {"delta", o.privacy.delta}});
   if (totals.contains("base_val_loss"))
     summary.update({{"base_val_loss", totals["base_val_loss"]}, {"base_val_ppl", std::exp(totals["base_val_loss"].get<double>())}});
   if (adaptation && participant.lora_aggregation() != "flora") {

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "federated/attacks.h"
+#include "federated/dp_aggregator.h"
 #include "federated/options.h"
 #include "peft/method.h"
 #include "train/lm_job.h"
@@ -24,6 +25,7 @@ struct FederatedJobOptions {
   FederatedOptions fed;   ///< [federated], [network]
   AttackOptions attack;   ///< [attack]: simulated malicious clients
   RobustOptions robust;   ///< [robust]: rule (none = plain aggregation) and its parameters
+  PrivacyOptions privacy; ///< [privacy]: client-level DP
 };
 
 struct FederatedResult {

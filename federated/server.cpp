@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/util/error.h"
 #include "core/util/log.h"
+#include "core/util/random.h"
+#include "federated/sampling.h"
 
 namespace fedsplit {
 namespace {
@@ -28,11 +31,23 @@ int64_t shapes_bytes(const std::map<std::string, std::vector<int64_t>>& shapes) 
 }  // namespace
 
 Server::Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
-               const RobustOptions* robust)
+               const RobustOptions* robust, const PrivacyOptions* privacy, uint64_t seed)
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
-      optimizer_(options.server) {
+      optimizer_(options.server), seed_(seed) {
   const std::string lora = participant.has_lora() ? options.lora_aggregation : "fedavg";
-  if (robust) {
+  if (privacy && privacy->dp != "none") {
+    if (robust) throw ConfigError("privacy.dp and robust.rule do not combine yet: choose one");
+    if (lora != "fedavg")
+      throw ConfigError("privacy.dp clips whole updates: use federated.lora_aggregation = fedavg (got " + lora + ")");
+    const auto clients = static_cast<int64_t>(roster.names.size());
+    const int64_t expected = sample_size(clients, options.sample_fraction, options.sample_count);
+    auto aggregator = std::make_unique<DpAggregator>(*privacy, global_, expected);
+    dp_ = aggregator.get();
+    aggregator_ = std::move(aggregator);
+    privacy_ = privacy;
+    accountant_ = std::make_unique<RdpAccountant>();
+    sampling_rate_ = static_cast<double>(expected) / static_cast<double>(clients);
+  } else if (robust) {
     if (lora != "fedavg")
       throw ConfigError("robust.rule = " + robust->rule + " compares updates of one shape: use it with "
                         "federated.lora_aggregation = fedavg (got " + lora + ")");
@@ -43,6 +58,20 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
     aggregator_ = make_aggregator(lora, global_rank);
   }
   if (!options.link.empty()) link_ = parse_link("client", options.link, "network.link");
+}
+
+nlohmann::json Server::privacy_state() const {
+  if (!dp_) return nullptr;
+  return {{"rdp", accountant_->rdp()}, {"clip", dp_->clip()}};
+}
+
+void Server::load_privacy_state(const nlohmann::json& state) {
+  if (!dp_ || state.is_null()) return;
+  // JSON has no infinity (σ = 0 gives no privacy): it stores null, read back as +inf.
+  std::vector<double> rdp;
+  for (const auto& v : state.at("rdp")) rdp.push_back(v.is_null() ? std::numeric_limits<double>::infinity() : v.get<double>());
+  accountant_->load(rdp);
+  dp_->set_clip(state.at("clip").get<double>());
 }
 
 std::map<int64_t, double> Server::trust() const { return robust_ ? robust_->trust() : std::map<int64_t, double>{}; }
@@ -70,6 +99,7 @@ void Server::begin_round(int64_t round, int64_t attempt, const std::vector<int64
   report_.attempt = attempt;
   report_.sampled = static_cast<int64_t>(sample.size());
   round_bytes_ = round_bytes;
+  if (dp_) dp_->set_round(global_, splitmix64(seed_ ^ splitmix64(static_cast<uint64_t>(round) * 131 + attempt + 0xD9ull)));
   if (robust_) {
     // A retried round may have left updates behind: start from an empty aggregator, keeping the trust.
     const auto trust = robust_->trust();
@@ -171,6 +201,12 @@ RoundReport Server::finish_round() {
   }
   if (robust_) report_.robust = robust_->last_decision();
   if (!report_.complete) return report_;
+  if (dp_) {
+    accountant_->step(sampling_rate_, privacy_->noise_multiplier);
+    report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
+                       {"clip", dp_->clip()}, {"clipped", dp_->last_clipped()}, {"sampling_rate", sampling_rate_},
+                       {"noise_multiplier", privacy_->noise_multiplier}};
+  }
   if (participant_.lora_aggregation() == "flora") {
     participant_.merge_stacked(combined);
     set_stack(std::move(combined), report_.round);

@@ -15,6 +15,8 @@
 #include "federated/message.h"
 #include "federated/options.h"
 #include "federated/participant.h"
+#include "federated/dp_aggregator.h"
+#include "federated/rdp_accountant.h"
 #include "federated/robust_aggregation.h"
 #include "federated/server_optimizer.h"
 
@@ -28,6 +30,7 @@ struct RoundReport {
   int64_t aggregated = 0;
   nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
   nlohmann::json robust;       ///< what the robust rule decided (null without one)
+  nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients (null without DP)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
   int64_t bytes_down = 0;      ///< message bytes the sampled clients received
@@ -42,8 +45,10 @@ class Server {
   /// `global_rank`: the LoRA rank of the global adapters (peft.r; 0 without LoRA). With `robust` (not
   /// null) a RobustAggregator combines the updates; ConfigError when the LoRA aggregation makes client
   /// updates of different shapes.
+  /// With `privacy` (dp = central) a DpAggregator clips and noises the updates and an RDP accountant
+  /// charges every round; `seed` draws the noise.
   Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
-         const RobustOptions* robust = nullptr);
+         const RobustOptions* robust = nullptr, const PrivacyOptions* privacy = nullptr, uint64_t seed = 0);
 
   TensorMap& global() { return global_; }
   ServerOptimizer& optimizer() { return optimizer_; }
@@ -62,6 +67,10 @@ class Server {
   /// Aggregates and steps the global model if enough updates passed; the round's report either way.
   RoundReport finish_round();
 
+  /// DP state for checkpoints: the accountant's RDP per order and the current clip (JSON), and back.
+  nlohmann::json privacy_state() const;
+  void load_privacy_state(const nlohmann::json& state);
+
   /// The robust rule's per-client trust (empty without the trust rule), for checkpoints.
   std::map<int64_t, double> trust() const;
   void load_trust(std::map<int64_t, double> trust);
@@ -78,6 +87,11 @@ class Server {
   ServerOptimizer optimizer_;
   std::unique_ptr<Aggregator> aggregator_;
   RobustAggregator* robust_ = nullptr;  // aggregator_ when a robust rule combines the updates
+  DpAggregator* dp_ = nullptr;          // aggregator_ under client-level DP
+  const PrivacyOptions* privacy_ = nullptr;
+  std::unique_ptr<RdpAccountant> accountant_;
+  uint64_t seed_ = 0;
+  double sampling_rate_ = 1;
   TensorMap stack_;
   int64_t stack_round_ = -1;
   RoundReport report_;

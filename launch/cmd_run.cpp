@@ -38,6 +38,7 @@ int run(const Args& args) {
   bind_federated_options(recipe, job.fed);
   bind_attack_options(recipe, job.attack);
   bind_robust_options(recipe, job.robust);
+  bind_privacy_options(recipe, job.privacy);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"

@@ -14,6 +14,7 @@
 
 #include "core/io/hdf5.h"
 #include "core/util/fs.h"
+#include "federated/rdp_accountant.h"
 #include "tests/launch/cli_helpers.h"
 #include "tests/launch/federated_helpers.h"
 #include "tests/test_support.h"
@@ -101,6 +102,44 @@ TEST_F(CliFederated, ASignFlippingClientUndoesFedAvgButNotTheMedian) {
   EXPECT_GT(attacked - clean, 0.5 * (start - clean)) << "one of four clients sending -10x its update undoes plain FedAvg";
   EXPECT_LT(median - clean, 0.25 * (start - clean)) << "the coordinate-wise median keeps most of the clean progress";
   EXPECT_EQ(events(tmp / "median", "round").front()["robust"]["rule"], "median");
+}
+
+TEST_F(CliFederated, CentralDpClipsEveryUpdateAndAccountsEachRound) {
+  const TempDir& tmp = *tmp_;
+  const std::string dir = tmp / "dp";
+  // Without noise the mean of clipped deltas moves the model by at most the clip.
+  write_text(tmp / "dp.ini", fedavg_recipe(tmp, dir, "rounds = 2\n") +
+                                 "\n[privacy]\ndp = central\nclip = 0.01\nnoise_multiplier = 0\n");
+  auto r = run_fedsplit("run " + (tmp / "dp.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto before = global_of(dir);
+  r = run_fedsplit("run " + (tmp / "dp.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  double moved = 0;
+  for (const auto& [name, t] : global_of(dir)) moved += (t - before.at(name)).to(torch::kFloat64).pow(2).sum().item<double>();
+  EXPECT_LE(std::sqrt(moved), 0.01 * (1 + 1e-5));
+  EXPECT_GT(std::sqrt(moved), 0.0);
+  const auto rounds = events(dir, "round");
+  ASSERT_EQ(rounds.size(), 2u);
+  EXPECT_GE(rounds[1]["privacy"]["clipped"].get<int>(), 1) << "updates larger than 0.01 are clipped";
+  EXPECT_EQ(rounds[1]["privacy"]["clip"], 0.01);
+  EXPECT_EQ(rounds[1]["privacy"]["sampling_rate"], 1.0);
+
+  // With noise, epsilon after each round is the accountant's for q = 1, sigma = 2 (resumed or not).
+  write_text(tmp / "dpn.ini", fedavg_recipe(tmp, tmp / "dpn", "rounds = 3\n") +
+                                  "\n[privacy]\ndp = central\nclip = 0.5\nnoise_multiplier = 2\ndelta = 1e-5\n");
+  r = run_fedsplit("run " + (tmp / "dpn.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "dpn.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto noisy = events(tmp / "dpn", "round");
+  ASSERT_EQ(noisy.size(), 3u);
+  fedsplit::RdpAccountant accountant;
+  for (size_t i = 0; i < noisy.size(); ++i) {
+    accountant.step(1.0, 2.0);
+    EXPECT_NEAR(noisy[i]["privacy"]["epsilon"].get<double>(), accountant.epsilon(1e-5), 1e-9) << "round " << i + 1;
+  }
+  EXPECT_NEAR(nlohmann::json::parse(read_text(tmp / "dpn/summary.json"))["epsilon"].get<double>(), accountant.epsilon(1e-5), 1e-9);
 }
 
 TEST_F(CliFederated, FedLoraTrainsAndSendsOnlyTheAdapters) {
