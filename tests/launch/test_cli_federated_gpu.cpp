@@ -6,8 +6,6 @@
 
 #include <torch/torch.h>
 
-#include <cstdlib>
-
 #include "tests/launch/cli_helpers.h"
 #include "tests/launch/federated_helpers.h"
 
@@ -15,7 +13,7 @@ using namespace fedsplit::testing;
 
 TEST(CliFederatedGpu, NcclRanksMatchOneGpu) {
   if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
-  if (std::system("command -v mpirun >/dev/null 2>&1") != 0) GTEST_SKIP() << "mpirun is not on PATH";
+  if (!have_command("mpirun")) GTEST_SKIP() << "mpirun is not on PATH";
   TempDir tmp("cli_federated_gpu");
   write_corpus(tmp / "speakers.jsonl");
   const std::string cuda = " --run.device=cuda --train.bf16=false";
@@ -25,14 +23,9 @@ TEST(CliFederatedGpu, NcclRanksMatchOneGpu) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH '" +
                           std::string(FEDSPLIT_BINARY) + "' run " + (tmp / "two.ini") + cuda + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  const int status = ::pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
-  EXPECT_NE(output.find("world of 2 (nccl)"), std::string::npos) << output;
+  const auto run = run_command(cmd);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("world of 2 (nccl)"), std::string::npos) << run.output;
   const auto one = events(tmp / "one", "round"), two = events(tmp / "two", "round");
   ASSERT_EQ(two.size(), 2u);
   EXPECT_NEAR(one[0]["train_loss"].get<double>(), two[0]["train_loss"].get<double>(), 1e-5);

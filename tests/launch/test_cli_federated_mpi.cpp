@@ -4,21 +4,13 @@
 // same client updates and moves the same messages as a single process.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "tests/launch/cli_helpers.h"
 #include "tests/launch/federated_helpers.h"
 
 using namespace fedsplit::testing;
 
-namespace {
-
-bool have_mpirun() { return std::system("command -v mpirun >/dev/null 2>&1") == 0; }
-
-}  // namespace
-
 TEST(CliFederatedMpi, ThreeRanksMatchOneProcess) {
-  if (!have_mpirun()) GTEST_SKIP() << "mpirun is not on PATH";
+  if (!have_command("mpirun")) GTEST_SKIP() << "mpirun is not on PATH";
   TempDir tmp("cli_federated_mpi");
   write_corpus(tmp / "speakers.jsonl");
   write_text(tmp / "one.ini", fedavg_recipe(tmp, tmp / "one", "rounds = 3\n"));
@@ -28,14 +20,9 @@ TEST(CliFederatedMpi, ThreeRanksMatchOneProcess) {
   // run_fedsplit runs FEDSPLIT_BINARY; here mpirun starts it, three times.
   const std::string cmd = "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 3 '" + std::string(FEDSPLIT_BINARY) +
                           "' run " + (tmp / "three.ini") + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buf[4096];
-  while (size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  const int status = ::pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
-  EXPECT_NE(output.find("world of 3 (gloo)"), std::string::npos) << output;
+  const auto run = run_command(cmd);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(run.output.find("world of 3 (gloo)"), std::string::npos) << run.output;
 
   // Round 1 starts both shapes from the same global model, so every client computes the same update:
   // the round's mean training loss agrees to float precision. Later rounds may drift apart by float
