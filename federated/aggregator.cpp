@@ -3,28 +3,25 @@
 #include <cmath>
 
 #include "core/util/error.h"
+#include "core/util/fs.h"
 #include "federated/lora_aggregation.h"
 
 namespace fedsplit {
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // Model parameter names ("q_proj.lora_A") to the PEFT tensor names lora_aggregation works with
 // ("q_proj.lora_A.weight"), and back.
 TensorMap to_peft_names(const TensorMap& tensors) {
   TensorMap out;
   for (const auto& [name, t] : tensors)
-    out[ends_with(name, ".lora_A") || ends_with(name, ".lora_B") ? name + ".weight" : name] = t;
+    out[has_suffix(name, ".lora_A") || has_suffix(name, ".lora_B") ? name + ".weight" : name] = t;
   return out;
 }
 
 TensorMap from_peft_names(const TensorMap& tensors) {
   TensorMap out;
   for (const auto& [name, t] : tensors)
-    out[ends_with(name, ".lora_A.weight") || ends_with(name, ".lora_B.weight") ? name.substr(0, name.size() - 7) : name] = t;
+    out[has_suffix(name, ".lora_A.weight") || has_suffix(name, ".lora_B.weight") ? name.substr(0, name.size() - 7) : name] = t;
   return out;
 }
 

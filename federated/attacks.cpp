@@ -43,7 +43,7 @@ void bind_attack_options(Recipe& r, AttackOptions& o) {
 std::map<int64_t, std::string> pick_attackers(const AttackOptions& o, const std::vector<std::string>& names, uint64_t seed) {
   check_kind(o.kind, "attack.kind");
   std::map<int64_t, std::string> out;
-  const auto chosen = pick_stragglers(static_cast<int64_t>(names.size()), o.fraction, seed ^ 0xA77AC4ull);
+  const auto chosen = pick_share(static_cast<int64_t>(names.size()), o.fraction, seed ^ 0xA77AC4ull);
   for (size_t c = 0; c < chosen.size(); ++c)
     if (chosen[c]) out[static_cast<int64_t>(c)] = o.kind;
   for (const auto& item : split_list(o.clients)) {

@@ -1,7 +1,6 @@
 #include "federated/dp.h"
 
 #include <cmath>
-#include <random>
 #include <sstream>
 #include <string>
 
@@ -23,31 +22,8 @@ void check_clip(double clip, const char* where) {
     throw ConfigError(std::string(where) + ": clip = " + str(clip) + " must be a positive L2 bound");
 }
 
-/// N(0, 1) draws by Box–Muller from 53-bit uniforms; keeps the second draw of each pair.
-class Normal {
- public:
-  explicit Normal(uint64_t seed) : rng_(splitmix64(seed)) {}
-  double operator()() {
-    if (has_spare_) {
-      has_spare_ = false;
-      return spare_;
-    }
-    const double u1 = 1.0 - static_cast<double>(rng_() >> 11) * 0x1p-53;  // (0, 1]: log(u1) is finite
-    const double u2 = static_cast<double>(rng_() >> 11) * 0x1p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1)), theta = 2.0 * M_PI * u2;
-    spare_ = r * std::sin(theta);
-    has_spare_ = true;
-    return r * std::cos(theta);
-  }
-
- private:
-  std::mt19937_64 rng_;
-  double spare_ = 0;
-  bool has_spare_ = false;
-};
-
 /// A CPU fp64 tensor of `sizes` filled with N(0, std²) draws from `normal`, in row-major order.
-torch::Tensor gaussian(torch::IntArrayRef sizes, double std, Normal& normal) {
+torch::Tensor gaussian(torch::IntArrayRef sizes, double std, SeededNormal& normal) {
   torch::Tensor out = torch::empty(sizes, torch::TensorOptions().dtype(torch::kFloat64));
   double* p = out.data_ptr<double>();
   for (int64_t i = 0, n = out.numel(); i < n; ++i) p[i] = std * normal();
@@ -72,7 +48,7 @@ void add_gaussian_noise(TensorMap& sum, double noise_multiplier, double clip, ui
   check_clip(clip, "add_gaussian_noise");
   if (!(noise_multiplier >= 0))
     throw ConfigError("add_gaussian_noise: noise_multiplier = " + str(noise_multiplier) + " is negative");
-  Normal normal(seed);
+  SeededNormal normal(seed);
   const double std = noise_multiplier * clip;
   for (auto& [name, t] : sum) {
     const torch::Tensor noise = gaussian(t.sizes(), std, normal).to(t.device());
@@ -102,7 +78,7 @@ torch::Tensor dp_sgd_gradient(const torch::Tensor& per_example_grads, double cli
   const torch::Tensor factor = torch::where(norms > clip, clip / norms, torch::ones_like(norms));
   torch::Tensor sum = (rows * factor.unsqueeze(1)).sum(0);
   if (sigma > 0) {
-    Normal normal(seed);
+    SeededNormal normal(seed);
     sum = sum + gaussian(sum.sizes(), sigma * clip, normal).to(sum.device());
   }
   const auto out_sizes = per_example_grads.sizes().slice(1);

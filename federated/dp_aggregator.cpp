@@ -1,7 +1,5 @@
 #include "federated/dp_aggregator.h"
 
-#include <cmath>
-#include <random>
 
 #include "core/config/recipe.h"
 #include "core/util/error.h"
@@ -58,11 +56,7 @@ TensorMap DpAggregator::finalize() {
   last_clipped_ = count_ - unclipped_;
   if (options_.adaptive_clip && count_ > 0) {
     // The unclipped count is noised too (σ_b = expected / 20), so the clip itself leaks little.
-    // Box-Muller from our own seeded draws (std::normal_distribution differs between libraries).
-    std::mt19937_64 rng(splitmix64(seed_ ^ 0xC11Bull));
-    const double u1 = (static_cast<double>(rng() >> 11) + 1.0) / 9007199254740993.0;
-    const double u2 = static_cast<double>(rng() >> 11) / 9007199254740992.0;
-    const double normal = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    const double normal = SeededNormal(seed_ ^ 0xC11Bull)();
     const double sigma_b = static_cast<double>(expected_) / 20.0;
     const double fraction = (static_cast<double>(unclipped_) + sigma_b * normal) / static_cast<double>(expected_);
     options_.clip = adaptive_clip_update(options_.clip, fraction, options_.target_quantile, options_.clip_lr);

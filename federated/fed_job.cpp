@@ -54,19 +54,8 @@ void check_options(const FederatedJobOptions& o) {
 // Broadcasts rank 0's message to every rank; returns its encoded size.
 int64_t share(World& world, Message& message) {
   std::string bytes = world.rank() == 0 ? encode_message(message) : std::string();
-  if (world.size() > 1) {
-    torch::Tensor length = torch::tensor({static_cast<int64_t>(bytes.size())}, torch::kInt64);
-    world.broadcast(length, 0);
-    torch::Tensor buffer = world.rank() == 0
-                               ? torch::from_blob(bytes.data(), {static_cast<int64_t>(bytes.size())}, torch::kUInt8).clone()
-                               : torch::empty({length.item<int64_t>()}, torch::kUInt8);
-    world.broadcast(buffer, 0);
-    if (world.rank() != 0) {
-      buffer = buffer.to(torch::kCPU).contiguous();
-      bytes.assign(static_cast<const char*>(buffer.data_ptr()), static_cast<size_t>(buffer.numel()));
-      message = decode_message(bytes, "the server (rank 0)");
-    }
-  }
+  world.broadcast_bytes(bytes, 0);
+  if (world.rank() != 0) message = decode_message(bytes, "the server (rank 0)");
   return static_cast<int64_t>(bytes.size());
 }
 
@@ -77,7 +66,8 @@ struct ClientData {
   nlohmann::json partition_file;
 };
 
-ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::string>& shard_paths, int64_t global_rank) {
+ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::string>& shard_paths, int64_t global_rank,
+                         int world_size) {
   std::vector<std::shared_ptr<const TokenShard>> shards;
   for (const auto& p : shard_paths) shards.push_back(std::make_shared<const TokenShard>(p));
   // An iid partition needs no labels: the key, if any, is left for the natural and dirichlet schemes.
@@ -97,7 +87,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
   r.names = partition.client_names;
   const auto n = static_cast<int64_t>(r.names.size());
   r.lora_ranks = client_lora_ranks(o.fed.client_ranks, r.names, global_rank);
-  r.stragglers = pick_stragglers(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
+  r.stragglers = pick_share(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
   r.faults = parse_faults(o.fed.faults, r.names);
   r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
   out.partition_file = summarize_partition(partition, docs.labels);
@@ -122,7 +112,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
                        {"lora_rank", r.lora_ranks[static_cast<size_t>(c)]},
                        {"straggler", static_cast<bool>(r.stragglers[static_cast<size_t>(c)])},
                        {"attack", r.attacks.count(c) ? r.attacks.at(c) : ""},
-                       {"host_rank", 0}, {"document_refs", docs_of}});
+                       {"host_rank", host_rank(c, world_size)}, {"document_refs", docs_of}});
   }
   out.partition_file["client_list"] = clients;
   out.partition_file["shards"] = shard_paths;
@@ -271,7 +261,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   if (adaptation) adaptation->apply(model, seed);
   Participant participant(model, device, o.fed.lora_aggregation);
   const int64_t global_rank = participant.has_lora() ? o.peft.r : 0;
-  ClientData clients = build_clients(o, shard_paths, global_rank);
+  ClientData clients = build_clients(o, shard_paths, global_rank, world->size());
   for (auto& d : clients.datasets) d.check_vocab(model->options.vocab_size);
   const auto num_clients = static_cast<int64_t>(clients.roster.names.size());
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
@@ -285,8 +275,6 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
 
   log_info("federated: ", num_clients, " clients (", o.fed.partition.scheme, "), ", per_round, " per round, ",
            o.fed.rounds, " rounds, world of ", world->size(), " (", world->backend(), "), on ", device.str());
-  for (size_t c = 0; c < clients.partition_file["client_list"].size(); ++c)
-    clients.partition_file["client_list"][c]["host_rank"] = host_rank(static_cast<int64_t>(c), world->size());
   write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
 
   Server server(participant, clients.roster, o.fed, global_rank, o.robust.rule == "none" ? nullptr : &o.robust,

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/util/error.h"
+#include "core/util/fs.h"
 
 namespace fedsplit {
 namespace {
@@ -15,11 +16,7 @@ const std::string kB = ".lora_B.weight";
 
 enum class Part { kA, kB, kOther };
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-Part part_of(const std::string& key) { return ends_with(key, kA) ? Part::kA : ends_with(key, kB) ? Part::kB : Part::kOther; }
+Part part_of(const std::string& key) { return has_suffix(key, kA) ? Part::kA : has_suffix(key, kB) ? Part::kB : Part::kOther; }
 
 // The module path of a lora_A / lora_B key.
 std::string module_of(const std::string& key) { return key.substr(0, key.size() - kA.size()); }

@@ -1,15 +1,12 @@
 #include "federated/options.h"
 
 #include <algorithm>
-#include <limits>
 
 #include "core/config/recipe.h"
 #include "core/util/error.h"
 
 namespace fedsplit {
 namespace {
-
-constexpr int64_t kMaxInt = std::numeric_limits<int64_t>::max();
 
 int64_t parse_rank(const std::string& text, int64_t global_rank) {
   size_t used = 0;

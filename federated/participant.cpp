@@ -3,18 +3,15 @@
 #include <cmath>
 
 #include "core/util/error.h"
+#include "core/util/fs.h"
 
 namespace fedsplit {
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // "layers.0.self_attn.q_proj.lora_A" -> ("layers.0.self_attn.q_proj", 'A'); other names -> ("", 0).
 std::pair<std::string, char> lora_part(const std::string& name) {
-  if (ends_with(name, ".lora_A")) return {name.substr(0, name.size() - 7), 'A'};
-  if (ends_with(name, ".lora_B")) return {name.substr(0, name.size() - 7), 'B'};
+  if (has_suffix(name, ".lora_A")) return {name.substr(0, name.size() - 7), 'A'};
+  if (has_suffix(name, ".lora_B")) return {name.substr(0, name.size() - 7), 'B'};
   return {"", 0};
 }
 

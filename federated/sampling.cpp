@@ -37,7 +37,7 @@ std::vector<int64_t> sample_clients(int64_t clients, int64_t size, uint64_t seed
                                                           static_cast<uint64_t>(attempt) + 0x5A3Full)));
 }
 
-std::vector<bool> pick_stragglers(int64_t clients, double fraction, uint64_t seed) {
+std::vector<bool> pick_share(int64_t clients, double fraction, uint64_t seed) {
   std::vector<bool> out(static_cast<size_t>(clients), false);
   const auto n = static_cast<int64_t>(std::llround(fraction * static_cast<double>(clients)));
   for (int64_t c : draw(clients, n, splitmix64(seed ^ 0x57A66Eull))) out[static_cast<size_t>(c)] = true;

@@ -14,8 +14,8 @@ int64_t sample_size(int64_t clients, double fraction, int64_t count);
 /// partial Fisher-Yates shuffle (all clients when size >= clients).
 std::vector<int64_t> sample_clients(int64_t clients, int64_t size, uint64_t seed, int64_t round, int64_t attempt);
 
-/// Whether each client is a straggler: round(fraction · clients) of them, chosen by `seed`.
-std::vector<bool> pick_stragglers(int64_t clients, double fraction, uint64_t seed);
+/// A seeded share of the clients (stragglers, attackers): round(fraction · clients) of them are true.
+std::vector<bool> pick_share(int64_t clients, double fraction, uint64_t seed);
 
 /// The rank that hosts `client`: rank 0 in a world of one, else ranks 1..size-1 in turn (rank 0 serves).
 int host_rank(int64_t client, int world_size);

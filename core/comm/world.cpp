@@ -489,6 +489,16 @@ std::string World::recv_bytes(int src, int tag, int64_t max_bytes) {
   return bytes;
 }
 
+void World::broadcast_bytes(std::string& bytes, int root) {
+  auto length = torch::full({1}, static_cast<int64_t>(bytes.size()), torch::kInt64);
+  broadcast(length, root);
+  const int64_t n = length.item<int64_t>();
+  if (impl_->rank != root) bytes.assign(static_cast<size_t>(n), '\0');
+  if (n == 0) return;
+  auto payload = torch::from_blob(bytes.data(), {n}, torch::kUInt8);
+  broadcast(payload, root);
+}
+
 TrafficStats World::traffic() const {
   TrafficStats stats;
   stats.bytes_sent = impl_->bytes_sent;

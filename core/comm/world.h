@@ -60,6 +60,8 @@ class World {
   /// Length-prefixed byte strings over send/recv (an int64 length, then uint8 bytes).
   void send_bytes(const std::string& bytes, int dst, int tag = 0);
   std::string recv_bytes(int src, int tag = 0, int64_t max_bytes = int64_t(1) << 34);  ///< CommError if the length exceeds max_bytes
+  /// Length-prefixed broadcast of `bytes` from `root`: the other ranks' `bytes` are replaced by root's.
+  void broadcast_bytes(std::string& bytes, int root);
   TrafficStats traffic() const;
 
  private:

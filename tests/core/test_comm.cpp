@@ -111,6 +111,19 @@ TEST(Comm, BroadcastFromRankZeroAndRankTwo) {
   }
 }
 
+TEST(Comm, BroadcastBytesReplacesTheOthersStrings) {
+  const std::string message("head\0tail", 9);
+  std::atomic<int> ok{0};
+  run_ranks("broadcast_bytes", 3, [&](World& w) {
+    std::string bytes = w.rank() == 1 ? message : std::string("stale");
+    w.broadcast_bytes(bytes, 1);
+    std::string empty = w.rank() == 1 ? std::string() : std::string("stale");
+    w.broadcast_bytes(empty, 1);
+    if (bytes == message && empty.empty()) ++ok;
+  });
+  EXPECT_EQ(ok, 3);
+}
+
 TEST(Comm, BarrierWaitsForEveryRank) {
   std::atomic<int> arrived{0};
   std::atomic<int> saw_all{0};

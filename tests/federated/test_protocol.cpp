@@ -81,9 +81,9 @@ TEST(Sampling, HostsAndStragglers) {
   EXPECT_EQ(host_rank(0, 4), 1);
   EXPECT_EQ(host_rank(2, 4), 3);
   EXPECT_EQ(host_rank(3, 4), 1);
-  const auto s = pick_stragglers(50, 0.2, 7);
+  const auto s = pick_share(50, 0.2, 7);
   EXPECT_EQ(std::count(s.begin(), s.end(), true), 10);
-  EXPECT_EQ(s, pick_stragglers(50, 0.2, 7));
+  EXPECT_EQ(s, pick_share(50, 0.2, 7));
   EXPECT_NE(client_seed(1, 2, 3), client_seed(1, 3, 2));
 }
 
