@@ -14,7 +14,10 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/robust_aggregation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/secagg.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/secagg_crypto.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/shamir.cpp
   ${CMAKE_CURRENT_LIST_DIR}/svg_chart.cpp)
