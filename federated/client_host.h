@@ -37,6 +37,8 @@ class ClientHost {
   void on_round(const Message& round);
   /// Trains `client` for the current round and returns its update message, encoded.
   std::string train_client(int64_t client);
+  /// The global parameters clients start from this round (what their updates are measured against).
+  const TensorMap& round_global() const { return global_; }
 
  private:
   Participant& participant_;

@@ -9,7 +9,9 @@
 namespace fedsplit {
 
 void bind_privacy_options(Recipe& r, PrivacyOptions& o) {
-  r.add_choice("privacy.dp", &o.dp, {"none", "central"}, "client-level differential privacy (central: the server adds the noise)");
+  r.add_choice("privacy.dp", &o.dp, {"none", "central", "distributed"},
+               "client-level differential privacy (central: the server adds the noise; distributed: each client adds "
+               "its share, under secure aggregation)");
   r.add("privacy.clip", &o.clip, "largest L2 norm of a client's update (the start when adaptive)", 1e-12, 1e12);
   r.add("privacy.noise_multiplier", &o.noise_multiplier, "noise standard deviation in units of the clip", 0.0, 1e6);
   r.add("privacy.delta", &o.delta, "delta at which epsilon is reported", 1e-30, 0.999);

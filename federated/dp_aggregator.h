@@ -17,7 +17,8 @@ namespace fedsplit {
 class Recipe;
 
 struct PrivacyOptions {
-  std::string dp = "none";        ///< none | central: the server clips and adds the noise
+  std::string dp = "none";        ///< none | central: the server clips and adds the noise | distributed: each client
+                                  ///< clips and adds its share of the noise (with secure aggregation, secure_round.h)
   double clip = 1.0;              ///< C: largest L2 norm of a client's delta (the starting value when adaptive)
   double noise_multiplier = 1.0;  ///< σ: noise standard deviation in units of C
   double delta = 1e-5;            ///< δ at which ε is reported

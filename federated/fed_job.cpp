@@ -40,6 +40,7 @@ void check_options(const FederatedJobOptions& o) {
                       "(fedavg averages A and B of one shape)");
   }
   if (o.robust.rule != "none") check_robust_options(o.robust);
+  check_secure_options(o.secure, o.privacy, o.robust.rule, o.peft.method == "lora" ? f.lora_aggregation : "fedavg");
   if (f.backend == "nccl" && o.lm.run.device == "cpu")
     throw ConfigError("federated.backend = nccl moves CUDA tensors: set run.device = cuda (one GPU per rank), or use gloo");
   if (f.lora_aggregation == "flora" && (f.server.rule != "fedavg" || f.server.lr != 1.0))
@@ -164,7 +165,7 @@ void tell(World& world, const std::string& kind) {
 // A client rank: follows the server's messages, training the sampled clients it hosts, until the
 // server says the job is over.
 void follow_server(World& world, Participant& participant, ClientHost& host, int64_t num_clients, int64_t per_round,
-                   uint64_t seed) {
+                   uint64_t seed, const SecureRoundContext* secure) {
   while (true) {
     Message m;
     share(world, m);
@@ -179,7 +180,13 @@ void follow_server(World& world, Participant& participant, ClientHost& host, int
     }
     if (kind != "round") return;
     host.on_round(m);
-    for (int64_t c : sample_clients(num_clients, per_round, seed, m.meta.at("round"), m.meta.at("attempt")))
+    const int64_t round = m.meta.at("round"), attempt = m.meta.at("attempt");
+    const auto sample = sample_clients(num_clients, per_round, seed, round, attempt);
+    if (secure) {
+      run_secure_round(world, host, *secure, sample, round, attempt);
+      continue;
+    }
+    for (int64_t c : sample)
       if (host_rank(c, world.size()) == world.rank()) world.send_bytes(host.train_client(c), 0);
   }
 }
@@ -187,21 +194,27 @@ void follow_server(World& world, Participant& participant, ClientHost& host, int
 // The server's round: sample, broadcast, collect every sampled client's update (from this process in a
 // world of one), aggregate; retried with a new sample while fewer than min_clients updates pass.
 RoundReport serve_round(World& world, Server& server, ClientHost& host, const FederatedOptions& f, int64_t round,
-                        int64_t num_clients, int64_t per_round, uint64_t seed, const std::string& ckpt_path) {
+                        int64_t num_clients, int64_t per_round, uint64_t seed, const std::string& ckpt_path,
+                        const SecureRoundContext* secure) {
   for (int64_t attempt = 0;; ++attempt) {
     const auto sample = sample_clients(num_clients, per_round, seed, round, attempt);
     Message m = server.round_message(round, attempt);
     const int64_t round_bytes = share(world, m);
     server.begin_round(round, attempt, sample, round_bytes);
     host.on_round(m);
-    if (world.size() == 1) {
-      for (int64_t c : sample) server.receive(host.train_client(c), c, 0);
+    RoundReport report;
+    if (secure) {
+      report = server.finish_secure_round(*run_secure_round(world, host, *secure, sample, round, attempt));
     } else {
-      for (int r = 1; r < world.size(); ++r)
-        for (int64_t c : sample)
-          if (host_rank(c, world.size()) == r) server.receive(world.recv_bytes(r), c, r);
+      if (world.size() == 1) {
+        for (int64_t c : sample) server.receive(host.train_client(c), c, 0);
+      } else {
+        for (int r = 1; r < world.size(); ++r)
+          for (int64_t c : sample)
+            if (host_rank(c, world.size()) == r) server.receive(world.recv_bytes(r), c, r);
+      }
+      report = server.finish_round();
     }
-    RoundReport report = server.finish_round();
     if (report.complete) return report;
     const std::string why = "round " + std::to_string(round + 1) + " (attempt " + std::to_string(attempt + 1) + "): " +
                             std::to_string(report.aggregated) + " valid updates, fewer than federated.min_clients = " +
@@ -267,9 +280,17 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
 
   ClientHost host(participant, clients.datasets, clients.roster, client_training(o), o.attack, seed, /*shares_server_model=*/is_server);
+  std::unique_ptr<UpdateEncoding> encoding;
+  std::unique_ptr<SecureRoundContext> secure;
+  if (o.secure.aggregation != "none") {
+    encoding = std::make_unique<UpdateEncoding>(participant.update_shapes(global_rank), o.secure.range,
+                                                secure_sum_bound(o.secure, o.privacy, per_round));
+    secure.reset(new SecureRoundContext{o.secure, o.privacy, clients.roster, *encoding, o.fed.min_clients, o.fed.deadline_s,
+                                        o.fed.client_tokens_per_s, o.fed.straggler_slowdown, o.fed.link, seed});
+  }
 
   if (!is_server) {
-    follow_server(*world, participant, host, num_clients, per_round, seed);
+    follow_server(*world, participant, host, num_clients, per_round, seed, secure.get());
     return {};
   }
 
@@ -327,7 +348,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     const auto t0 = Clock::now();
     const TrafficStats wire0 = world->traffic();
     const RoundReport report =
-        serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path);
+        serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path, secure.get());
     const TrafficStats wire1 = world->traffic();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     totals["bytes_up"] = totals["bytes_up"].get<int64_t>() + report.bytes_up;
@@ -335,7 +356,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     totals["sim_s"] = totals["sim_s"].get<double>() + report.sim_round_s;
     totals["wall_s"] = totals["wall_s"].get<double>() + wall;
     metrics.write({{"event", "round"}, {"round", round + 1}, {"attempt", report.attempt}, {"clients_sampled", report.sampled},
-                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust}, {"privacy", report.privacy},
+                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust}, {"privacy", report.privacy}, {"secure", report.secure},
                    {"train_loss", report.train_loss}, {"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down},
                    {"wire_bytes_sent", wire1.bytes_sent - wire0.bytes_sent},
                    {"wire_bytes_received", wire1.bytes_received - wire0.bytes_received},

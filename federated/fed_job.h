@@ -14,6 +14,7 @@
 #include "federated/attacks.h"
 #include "federated/dp_aggregator.h"
 #include "federated/options.h"
+#include "federated/secure_round.h"
 #include "peft/method.h"
 #include "train/lm_job.h"
 
@@ -26,6 +27,7 @@ struct FederatedJobOptions {
   AttackOptions attack;   ///< [attack]: simulated malicious clients
   RobustOptions robust;   ///< [robust]: rule (none = plain aggregation) and its parameters
   PrivacyOptions privacy; ///< [privacy]: client-level DP
+  SecureOptions secure;   ///< [secure]: secure aggregation
 };
 
 struct FederatedResult {

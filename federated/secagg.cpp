@@ -254,6 +254,7 @@ std::string Client::unmask(const std::string& survivors) {
   std::set<int64_t> alive;
   for (size_t i = 0, n = r.count(8); i < n; ++i) alive.insert(r.i64());
   r.finish();
+  if (!alive.count(id_)) throw SecAggAbort("secure aggregation: client " + std::to_string(id_) + " is not among the survivors: it reveals nothing");
   int64_t alive_neighbours = 0;
   for (int64_t v : round_->neighbours(id_)) alive_neighbours += alive.count(v);
   const int64_t t = round_->threshold(id_);

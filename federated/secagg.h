@@ -76,7 +76,7 @@ class Client {
   std::string share_keys(const std::string& key_list);
   /// `input`: setup().vector_size elements. Throws DataError for another size.
   std::string masked_input(const std::string& forwarded_shares, std::vector<uint32_t> input);
-  /// Throws SecAggAbort when fewer than threshold(id) of its neighbours survived.
+  /// Throws SecAggAbort when it is not among the survivors or fewer than threshold(id) of its neighbours are.
   std::string unmask(const std::string& survivors);
 
  private:

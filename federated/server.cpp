@@ -35,18 +35,21 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
       optimizer_(options.server), seed_(seed) {
   const std::string lora = participant.has_lora() ? options.lora_aggregation : "fedavg";
-  if (privacy && privacy->dp != "none") {
+  const auto clients = static_cast<int64_t>(roster.names.size());
+  expected_clients_ = sample_size(clients, options.sample_fraction, options.sample_count);
+  const std::string dp = privacy ? privacy->dp : "none";
+  if (dp != "none") {
     if (robust) throw ConfigError("privacy.dp and robust.rule do not combine yet: choose one");
     if (lora != "fedavg")
       throw ConfigError("privacy.dp clips whole updates: use federated.lora_aggregation = fedavg (got " + lora + ")");
-    const auto clients = static_cast<int64_t>(roster.names.size());
-    const int64_t expected = sample_size(clients, options.sample_fraction, options.sample_count);
-    auto aggregator = std::make_unique<DpAggregator>(*privacy, global_, expected);
-    dp_ = aggregator.get();
-    aggregator_ = std::move(aggregator);
     privacy_ = privacy;
     accountant_ = std::make_unique<RdpAccountant>();
-    sampling_rate_ = static_cast<double>(expected) / static_cast<double>(clients);
+    sampling_rate_ = static_cast<double>(expected_clients_) / static_cast<double>(clients);
+  }
+  if (dp == "central") {
+    auto aggregator = std::make_unique<DpAggregator>(*privacy, global_, expected_clients_);
+    dp_ = aggregator.get();
+    aggregator_ = std::move(aggregator);
   } else if (robust) {
     if (lora != "fedavg")
       throw ConfigError("robust.rule = " + robust->rule + " compares updates of one shape: use it with "
@@ -61,17 +64,17 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
 }
 
 nlohmann::json Server::privacy_state() const {
-  if (!dp_) return nullptr;
-  return {{"rdp", accountant_->rdp()}, {"clip", dp_->clip()}};
+  if (!accountant_) return nullptr;
+  return {{"rdp", accountant_->rdp()}, {"clip", dp_ ? dp_->clip() : privacy_->clip}};
 }
 
 void Server::load_privacy_state(const nlohmann::json& state) {
-  if (!dp_ || state.is_null()) return;
+  if (!accountant_ || state.is_null()) return;
   // JSON has no infinity (σ = 0 gives no privacy): it stores null, read back as +inf.
   std::vector<double> rdp;
   for (const auto& v : state.at("rdp")) rdp.push_back(v.is_null() ? std::numeric_limits<double>::infinity() : v.get<double>());
   accountant_->load(rdp);
-  dp_->set_clip(state.at("clip").get<double>());
+  if (dp_) dp_->set_clip(state.at("clip").get<double>());
 }
 
 std::map<int64_t, double> Server::trust() const { return robust_ ? robust_->trust() : std::map<int64_t, double>{}; }
@@ -98,6 +101,7 @@ void Server::begin_round(int64_t round, int64_t attempt, const std::vector<int64
   report_.round = round;
   report_.attempt = attempt;
   report_.sampled = static_cast<int64_t>(sample.size());
+  sample_ = sample;
   round_bytes_ = round_bytes;
   if (dp_) dp_->set_round(global_, splitmix64(seed_ ^ splitmix64(static_cast<uint64_t>(round) * 131 + attempt + 0xD9ull)));
   if (robust_) {
@@ -214,6 +218,62 @@ RoundReport Server::finish_round() {
   }
   TensorMap delta;
   for (const auto& [name, value] : combined) delta[name] = value - global_.at(name);
+  optimizer_.step(global_, delta);
+  return report_;
+}
+
+RoundReport Server::finish_secure_round(const SecureOutcome& o) {
+  for (const auto& [client, why] : o.excluded) exclude(client, why);
+  for (int64_t c : sample_) {
+    report_.bytes_down += round_bytes_;
+    const auto it = o.costs.find(c);
+    if (it == o.costs.end()) continue;
+    report_.bytes_up += it->second.bytes_up;
+    report_.bytes_down += it->second.bytes_down;
+    report_.client_wall_s += it->second.wall_s;
+  }
+  // Simulated time: the slowest survivor's download, compute and upload over the protocol's four steps.
+  for (int64_t c : o.survivors) {
+    const SecureClientCost& cost = o.costs.at(c);
+    const double speed = options_.client_tokens_per_s / (roster_.stragglers[static_cast<size_t>(c)] ? options_.straggler_slowdown : 1.0);
+    const double network_s = link_ ? transfer_seconds(*link_, round_bytes_ + cost.bytes_down, 4, false) +
+                                         transfer_seconds(*link_, cost.bytes_up, 4, true)
+                                   : 0.0;
+    report_.sim_round_s = std::max(report_.sim_round_s, cost.tokens / speed + network_s);
+    report_.sim_network_s = std::max(report_.sim_network_s, network_s);
+  }
+  for (const auto& [client, why] : o.excluded)
+    if (why.rfind("late:", 0) == 0) report_.sim_round_s = std::max(report_.sim_round_s, options_.deadline_s);
+  report_.secure = {{"stages", o.stages}};
+  report_.aggregated = o.sum ? static_cast<int64_t>(o.survivors.size()) : 0;
+  report_.complete = report_.aggregated >= options_.min_clients;
+  if (!o.aborted.empty()) {
+    log_warn("round ", report_.round + 1, ": ", o.aborted);
+    report_.secure["aborted"] = o.aborted;
+    return report_;
+  }
+  if (!report_.complete) return report_;
+  const UpdateEncoding::Sum& sum = *o.sum;
+  report_.secure["clamped"] = sum.clamped;
+  // FedAvg: the survivors' weights n_i / (samples of the round's sample) sum to W; distributed DP: the
+  // fixed denominator of DP-FedAvg, the clients expected per round.
+  double denominator = static_cast<double>(expected_clients_);
+  double loss_weight = static_cast<double>(o.survivors.size());
+  if (!accountant_) {
+    double sampled = 0, survived = 0;
+    for (int64_t c : sample_) sampled += static_cast<double>(roster_.samples[static_cast<size_t>(c)]);
+    for (int64_t c : o.survivors) survived += static_cast<double>(roster_.samples[static_cast<size_t>(c)]);
+    denominator = loss_weight = survived / sampled;
+  }
+  report_.train_loss = sum.weighted_loss / loss_weight;
+  TensorMap delta;
+  for (const auto& [name, value] : sum.values) delta[name] = value / denominator;
+  if (accountant_) {
+    accountant_->step(sampling_rate_, privacy_->noise_multiplier);
+    report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
+                       {"clip", privacy_->clip}, {"sampling_rate", sampling_rate_},
+                       {"noise_multiplier", privacy_->noise_multiplier}, {"noise", "distributed"}};
+  }
   optimizer_.step(global_, delta);
   return report_;
 }

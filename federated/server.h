@@ -18,6 +18,7 @@
 #include "federated/dp_aggregator.h"
 #include "federated/rdp_accountant.h"
 #include "federated/robust_aggregation.h"
+#include "federated/secure_round.h"
 #include "federated/server_optimizer.h"
 
 namespace fedsplit {
@@ -31,6 +32,7 @@ struct RoundReport {
   nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
   nlohmann::json robust;       ///< what the robust rule decided (null without one)
   nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients (null without DP)
+  nlohmann::json secure;       ///< secure aggregation: clients at each step, clamped values (null without)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
   int64_t bytes_down = 0;      ///< message bytes the sampled clients received
@@ -46,7 +48,8 @@ class Server {
   /// null) a RobustAggregator combines the updates; ConfigError when the LoRA aggregation makes client
   /// updates of different shapes.
   /// With `privacy` (dp = central) a DpAggregator clips and noises the updates and an RDP accountant
-  /// charges every round; `seed` draws the noise.
+  /// charges every round; `seed` draws the noise. Under secure aggregation rounds end in
+  /// finish_secure_round instead (check_secure_options says what combines with it).
   Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
          const RobustOptions* robust = nullptr, const PrivacyOptions* privacy = nullptr, uint64_t seed = 0);
 
@@ -66,6 +69,9 @@ class Server {
   void receive(const std::string& bytes, int64_t client, int from_rank);
   /// Aggregates and steps the global model if enough updates passed; the round's report either way.
   RoundReport finish_round();
+  /// Ends a secure round: the survivors' unmasked sum (weighted deltas, or noised clipped deltas under
+  /// distributed DP) steps the global model; the report counts the protocol's bytes and dropouts.
+  RoundReport finish_secure_round(const SecureOutcome& outcome);
 
   /// DP state for checkpoints: the accountant's RDP per order and the current clip (JSON), and back.
   nlohmann::json privacy_state() const;
@@ -95,6 +101,8 @@ class Server {
   TensorMap stack_;
   int64_t stack_round_ = -1;
   RoundReport report_;
+  std::vector<int64_t> sample_;
+  int64_t expected_clients_ = 1;
   int64_t round_bytes_ = 0;
   double loss_sum_ = 0, weight_sum_ = 0;
 };

@@ -5,6 +5,7 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/dp.cpp
   ${CMAKE_CURRENT_LIST_DIR}/dp_aggregator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fed_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/fixed_point.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_training.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora_aggregation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/message.cpp
@@ -16,6 +17,7 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp
   ${CMAKE_CURRENT_LIST_DIR}/secagg.cpp
   ${CMAKE_CURRENT_LIST_DIR}/secagg_crypto.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/secure_round.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp
