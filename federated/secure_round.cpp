@@ -87,6 +87,21 @@ std::set<int64_t> dropouts(const SecureOptions& s, const std::vector<int64_t>& s
   return out;
 }
 
+// What a client masks: its update minus the round's model; under distributed DP clipped to C and with
+// its share of the noise, N(0, (σC)²/min_clients), so that the sum of at least min_clients shares
+// has std >= σC.
+TensorMap client_delta(const TensorMap& update, const TensorMap& global, const SecureRoundContext& cx, int64_t client,
+                       int64_t noise_round) {
+  TensorMap delta;
+  for (const auto& [name, t] : update) delta[name] = t.to(torch::kFloat64) - global.at(name).to(torch::kFloat64);
+  if (cx.privacy.dp == "distributed") {
+    clip_update(delta, cx.privacy.clip);
+    add_gaussian_noise(delta, cx.privacy.noise_multiplier / std::sqrt(static_cast<double>(cx.min_clients)), cx.privacy.clip,
+                       client_seed(cx.seed ^ 0xD15Full, noise_round, client));
+  }
+  return delta;
+}
+
 // One hosted client's state across the four steps.
 struct HostedClient {
   int64_t id;
@@ -160,18 +175,12 @@ std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, co
     std::string advertise;
     if (note["status"] == "ok" && !drops_at(c, "advertise")) {
       try {
-        TensorMap delta;
-        for (const auto& [name, t] : update.tensors) delta[name] = t.to(torch::kFloat64) - host.round_global().at(name).to(torch::kFloat64);
-        double weight = static_cast<double>(cx.roster.samples[static_cast<size_t>(c)]) / sample_weight;
-        if (distributed_dp) {
-          // Each client's share of the noise; the sum of at least min_clients shares has std >= σ·C.
-          clip_update(delta, cx.privacy.clip);
-          add_gaussian_noise(delta, cx.privacy.noise_multiplier / std::sqrt(static_cast<double>(cx.min_clients)), cx.privacy.clip,
-                             client_seed(cx.seed ^ 0xD15Full, round * 64 + attempt, c));
-          weight = 1;
-        }
+        // FedAvg weight n_c / (samples of the round's sample); under distributed DP every client counts 1.
+        const double weight =
+            distributed_dp ? 1.0 : static_cast<double>(cx.roster.samples[static_cast<size_t>(c)]) / sample_weight;
+        const TensorMap delta = client_delta(update.tensors, host.round_global(), cx, c, round * 64 + attempt);
         HostedClient p{c, std::make_unique<secagg::Client>(protocol_round, c),
-                      cx.encoding.encode(delta, weight, update.meta.value("loss", 0.0))};
+                       cx.encoding.encode(delta, weight, update.meta.value("loss", 0.0))};
         advertise = p.protocol->advertise();
         hosted.push_back(std::move(p));
       } catch (const DataError& e) {
