@@ -35,6 +35,10 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
       optimizer_(options.server), seed_(seed) {
   const std::string lora = participant.has_lora() ? options.lora_aggregation : "fedavg";
+  if (privacy && privacy->local_dp_sgd) {
+    privacy_ = privacy;
+    local_dp_ = std::make_unique<ClientPrivacyLedger>();
+  }
   if (privacy && privacy->dp != "none") {
     if (robust) throw ConfigError("privacy.dp and robust.rule do not combine yet: choose one");
     if (lora != "fedavg")
@@ -61,12 +65,16 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
 }
 
 nlohmann::json Server::privacy_state() const {
-  if (!dp_) return nullptr;
-  return {{"rdp", accountant_->rdp()}, {"clip", dp_->clip()}};
+  nlohmann::json state = nullptr;
+  if (dp_) state = {{"rdp", accountant_->rdp()}, {"clip", dp_->clip()}};
+  if (local_dp_) state["local"] = local_dp_->to_json();
+  return state;
 }
 
 void Server::load_privacy_state(const nlohmann::json& state) {
-  if (!dp_ || state.is_null()) return;
+  if (state.is_null()) return;
+  if (local_dp_ && state.contains("local")) *local_dp_ = ClientPrivacyLedger::from_json(state["local"]);
+  if (!dp_ || !state.contains("rdp")) return;
   // JSON has no infinity (σ = 0 gives no privacy): it stores null, read back as +inf.
   std::vector<double> rdp;
   for (const auto& v : state.at("rdp")) rdp.push_back(v.is_null() ? std::numeric_limits<double>::infinity() : v.get<double>());
@@ -159,6 +167,16 @@ void Server::receive(const std::string& bytes, int64_t client, int from_rank) {
     return;
   }
   report_.client_wall_s += u.meta.value("wall_s", 0.0);
+  // Local DP-SGD: a client that trained and released its update has spent privacy, whether or not the
+  // update is used below.
+  if (local_dp_ && u.meta.value("status", "") == "ok" && u.meta.value("client", int64_t{-1}) == client &&
+      u.meta.value("round", int64_t{-1}) == report_.round) {
+    const std::string why = local_dp_->charge_update(client, u.meta);
+    if (!why.empty()) {
+      exclude(client, why);
+      return;
+    }
+  }
   const std::string problem = check_update(u, client, from_rank);
   if (!problem.empty()) {
     exclude(client, problem);
@@ -206,6 +224,14 @@ RoundReport Server::finish_round() {
     report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
                        {"clip", dp_->clip()}, {"clipped", dp_->last_clipped()}, {"sampling_rate", sampling_rate_},
                        {"noise_multiplier", privacy_->noise_multiplier}};
+  }
+  if (local_dp_) {
+    const auto [client, epsilon] = local_dp_->max_epsilon(privacy_->delta);
+    if (!report_.privacy.is_object()) report_.privacy = nlohmann::json::object();
+    report_.privacy["local"] = {{"epsilon_max", epsilon}, {"delta", privacy_->delta},
+                                {"client", client < 0 ? "" : roster_.names[static_cast<size_t>(client)]},
+                                {"steps", local_dp_->steps(client)}, {"example_clip", privacy_->example_clip},
+                                {"example_noise_multiplier", privacy_->example_noise_multiplier}};
   }
   if (participant_.lora_aggregation() == "flora") {
     participant_.merge_stacked(combined);

@@ -12,6 +12,7 @@
 #include "core/comm/link_model.h"
 #include "federated/aggregator.h"
 #include "federated/client_host.h"
+#include "federated/client_privacy.h"
 #include "federated/message.h"
 #include "federated/options.h"
 #include "federated/participant.h"
@@ -30,7 +31,8 @@ struct RoundReport {
   int64_t aggregated = 0;
   nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
   nlohmann::json robust;       ///< what the robust rule decided (null without one)
-  nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients (null without DP)
+  nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients; "local": local DP-SGD's
+                               ///< largest client epsilon (null without either)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
   int64_t bytes_down = 0;      ///< message bytes the sampled clients received
@@ -46,7 +48,8 @@ class Server {
   /// null) a RobustAggregator combines the updates; ConfigError when the LoRA aggregation makes client
   /// updates of different shapes.
   /// With `privacy` (dp = central) a DpAggregator clips and noises the updates and an RDP accountant
-  /// charges every round; `seed` draws the noise.
+  /// charges every round; `seed` draws the noise. With privacy->local_dp_sgd a ledger charges every
+  /// client's DP-SGD steps from its updates.
   Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
          const RobustOptions* robust = nullptr, const PrivacyOptions* privacy = nullptr, uint64_t seed = 0);
 
@@ -67,7 +70,8 @@ class Server {
   /// Aggregates and steps the global model if enough updates passed; the round's report either way.
   RoundReport finish_round();
 
-  /// DP state for checkpoints: the accountant's RDP per order and the current clip (JSON), and back.
+  /// DP state for checkpoints: the accountant's RDP per order and the current clip, the local DP-SGD
+  /// ledger under "local" (JSON), and back.
   nlohmann::json privacy_state() const;
   void load_privacy_state(const nlohmann::json& state);
 
@@ -90,6 +94,7 @@ class Server {
   DpAggregator* dp_ = nullptr;          // aggregator_ under client-level DP
   const PrivacyOptions* privacy_ = nullptr;
   std::unique_ptr<RdpAccountant> accountant_;
+  std::unique_ptr<ClientPrivacyLedger> local_dp_;  // local DP-SGD: each client's steps
   uint64_t seed_ = 0;
   double sampling_rate_ = 1;
   TensorMap stack_;
