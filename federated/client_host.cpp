@@ -1,5 +1,6 @@
 #include "federated/client_host.h"
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <cmath>
@@ -58,6 +59,7 @@ std::string ClientHost::train_client(int64_t c) {
   data.seek({consumed / data.batches_per_epoch(), consumed % data.batches_per_epoch()});
   LocalTrainingOptions training = training_;
   training.steps = steps;
+  training.dp_noise_seed = client_seed(seed_, round_, c) ^ 0xD95Dull;  // its own stream, apart from the attacks'
   auto logits = [this](const torch::Tensor& ids) { return participant_.model()->forward(ids); };
   const auto attack = roster_.attacks.find(c);
   const std::string attack_kind = attack == roster_.attacks.end() ? "" : attack->second;
@@ -71,6 +73,12 @@ std::string ClientHost::train_client(int64_t c) {
                                            [this] { participant_.mask_gradients(); }, &global_, poison);
   update.meta["wall_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   update.meta.update({{"loss", result.mean_loss}, {"steps", result.steps}, {"tokens", result.tokens}});
+  if (training.dp_sgd) {
+    // What the server's ledger charges (federated/client_privacy.h): each step samples a batch of B of
+    // the client's N training windows, q = B / N.
+    const double q = std::min(1.0, static_cast<double>(data.options().batch_size) / static_cast<double>(roster_.samples[i]));
+    update.meta["dp_sgd"] = {{"q", q}, {"sigma", training.dp_noise_multiplier}, {"steps", result.steps}};
+  }
   if (!result.finite) {
     update.meta["status"] = "failed";
     update.meta["reason"] = "its training loss became non-finite after " + std::to_string(result.steps) + " steps";

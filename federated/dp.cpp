@@ -66,23 +66,40 @@ double adaptive_clip_update(double clip, double unclipped_fraction, double targe
   return clip * std::exp(-learning_rate * (unclipped_fraction - target_quantile));
 }
 
+DpSgdAccumulator::DpSgdAccumulator(double clip) : clip_(clip) { check_clip(clip, "DP-SGD example clip"); }
+
+double DpSgdAccumulator::add(const TensorMap& example_gradient) {
+  TensorMap g;
+  for (const auto& [name, t] : example_gradient) g[name] = t.to(torch::kFloat64);
+  // clip_update replaces entries (never writes through), so an fp64 input tensor is not changed either.
+  const double norm = clip_update(g, clip_);
+  for (auto& [name, t] : g) {
+    auto& s = sum_[name];
+    // The first example's tensor may still alias the caller's (fp64 input, unclipped): copy it.
+    s = s.defined() ? s.add_(t) : t.clone();
+  }
+  ++count_;
+  return norm;
+}
+
+TensorMap DpSgdAccumulator::noisy_mean(double sigma, uint64_t seed) const {
+  if (!(sigma >= 0)) throw ConfigError("DP-SGD: noise multiplier = " + str(sigma) + " is negative");
+  if (count_ == 0) throw ConfigError("DP-SGD: no example gradients to average");
+  TensorMap out;
+  for (const auto& [name, t] : sum_) out[name] = t.clone();
+  if (sigma > 0) add_gaussian_noise(out, sigma, clip_, seed);
+  for (auto& [name, t] : out) t.div_(static_cast<double>(count_));
+  return out;
+}
+
 torch::Tensor dp_sgd_gradient(const torch::Tensor& per_example_grads, double clip, double sigma, uint64_t seed) {
   check_clip(clip, "dp_sgd_gradient");
   if (!(sigma >= 0)) throw ConfigError("dp_sgd_gradient: sigma = " + str(sigma) + " is negative");
   TORCH_CHECK(per_example_grads.dim() >= 1 && per_example_grads.size(0) > 0,
               "dp_sgd_gradient: per-example gradients must be [B, ...] with B > 0, got ", per_example_grads.sizes());
-  const int64_t batch = per_example_grads.size(0);
-  const torch::Tensor rows = per_example_grads.to(torch::kFloat64).reshape({batch, -1});
-  const torch::Tensor norms = rows.pow(2).sum(1).sqrt();
-  // min(1, C/‖g_i‖): rows within the bound (zero rows included) keep their values exactly.
-  const torch::Tensor factor = torch::where(norms > clip, clip / norms, torch::ones_like(norms));
-  torch::Tensor sum = (rows * factor.unsqueeze(1)).sum(0);
-  if (sigma > 0) {
-    SeededNormal normal(seed);
-    sum = sum + gaussian(sum.sizes(), sigma * clip, normal).to(sum.device());
-  }
-  const auto out_sizes = per_example_grads.sizes().slice(1);
-  return (sum / static_cast<double>(batch)).reshape(out_sizes).to(per_example_grads.scalar_type());
+  DpSgdAccumulator sum(clip);
+  for (int64_t i = 0, batch = per_example_grads.size(0); i < batch; ++i) sum.add({{"g", per_example_grads[i]}});
+  return sum.noisy_mean(sigma, seed).at("g").to(per_example_grads.scalar_type());
 }
 
 }  // namespace fedsplit

@@ -29,9 +29,32 @@ void add_gaussian_noise(TensorMap& sum, double noise_multiplier, double clip, ui
 /// γ in [0, 1] the target quantile and η_C >= 0 the learning rate. Returns the new C.
 double adaptive_clip_update(double clip, double unclipped_fraction, double target_quantile, double learning_rate);
 
+/// Local DP-SGD's gradient, built one example at a time so that memory holds one sum, not B copies of
+/// the gradient: add() clips one example's gradient (all its tensors together, as clip_update) and adds
+/// it to an fp64 sum; noisy_mean() adds N(0, (σ·clip)²) to the sum (as add_gaussian_noise, from `seed`)
+/// and divides by the number of examples added.
+class DpSgdAccumulator {
+ public:
+  /// ConfigError unless `clip` is a positive, finite L2 bound.
+  explicit DpSgdAccumulator(double clip);
+  /// Clips and sums one example's gradient (the caller's tensors are untouched); returns its norm before.
+  /// Every example must have the same tensor names and shapes.
+  double add(const TensorMap& example_gradient);
+  /// (Σ clipped + noise) / count, fp64 on the gradients' devices. ConfigError for σ < 0 or no examples.
+  TensorMap noisy_mean(double sigma, uint64_t seed) const;
+  int64_t count() const { return count_; }
+  double clip() const { return clip_; }
+
+ private:
+  double clip_;
+  TensorMap sum_;
+  int64_t count_ = 0;
+};
+
 /// Per-example clipping for local DP-SGD: clips each row of `per_example_grads` ([B, ...], one
 /// example's gradient per row) to L2 norm `clip`, sums over the rows, adds N(0, (σ·clip)²) noise (drawn
-/// from `seed`) and divides by B. Computed in fp64; returns [...] in the input's dtype and device.
+/// from `seed`) and divides by B: DpSgdAccumulator over the rows. Computed in fp64; returns [...] in the
+/// input's dtype and device.
 torch::Tensor dp_sgd_gradient(const torch::Tensor& per_example_grads, double clip, double sigma, uint64_t seed);
 
 }  // namespace fedsplit

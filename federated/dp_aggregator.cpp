@@ -18,6 +18,11 @@ void bind_privacy_options(Recipe& r, PrivacyOptions& o) {
   r.add("privacy.adaptive_clip", &o.adaptive_clip, "move the clip toward privacy.target_quantile of the update norms");
   r.add("privacy.target_quantile", &o.target_quantile, "share of clients whose update should stay unclipped", 0.0, 1.0);
   r.add("privacy.clip_lr", &o.clip_lr, "geometric learning rate of the adaptive clip", 0.0, 10.0);
+  r.add("privacy.local_dp_sgd", &o.local_dp_sgd,
+        "local DP-SGD: every client clips each example's gradient and adds noise in its own training (any privacy.dp)");
+  r.add("privacy.example_clip", &o.example_clip, "local DP-SGD: largest L2 norm of one example's gradient", 1e-12, 1e12);
+  r.add("privacy.example_noise_multiplier", &o.example_noise_multiplier,
+        "local DP-SGD: noise standard deviation in units of privacy.example_clip (0 = clipping only, no privacy)", 0.0, 1e6);
 }
 
 DpAggregator::DpAggregator(PrivacyOptions options, TensorMap global, int64_t expected_clients)

@@ -25,6 +25,11 @@ struct PrivacyOptions {
   bool adaptive_clip = false;     ///< move C toward the target quantile of the update norms
   double target_quantile = 0.5;   ///< γ: share of clients that should be unclipped
   double clip_lr = 0.2;           ///< η: geometric step of the adaptive clip
+  /// Local DP-SGD in each client's own training (independent of dp): per-example clipping and noise
+  /// (federated/local_training.h), each client's ε counted by the server (federated/client_privacy.h).
+  bool local_dp_sgd = false;
+  double example_clip = 1.0;              ///< largest L2 norm of one example's gradient
+  double example_noise_multiplier = 1.0;  ///< σ of local DP-SGD, in units of example_clip
 };
 
 /// Registers the [privacy] keys.

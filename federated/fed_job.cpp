@@ -152,6 +152,9 @@ LocalTrainingOptions client_training(const FederatedJobOptions& o) {
   t.grad_clip = o.lm.train.grad_clip;
   t.fedprox_mu = o.fed.fedprox_mu;
   t.bf16 = o.lm.train.bf16;
+  t.dp_sgd = o.privacy.local_dp_sgd;
+  t.dp_clip = o.privacy.example_clip;
+  t.dp_noise_multiplier = o.privacy.example_noise_multiplier;
   return t;
 }
 
@@ -365,8 +368,10 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                    {"sim_elapsed_s", totals["sim_s"]}, {"elapsed_wall_s", totals["wall_s"]}});
     log_info("round ", round + 1, "/", o.fed.rounds, ": ", report.aggregated, "/", report.sampled,
              " clients, train loss ", report.train_loss, ", ", report.bytes_up, " bytes up, ", wall, " s",
-             report.privacy.is_null() ? "" : ", epsilon " + report.privacy["epsilon"].dump());
-    if (!report.privacy.is_null()) totals["epsilon"] = report.privacy["epsilon"];
+             report.privacy.contains("epsilon") ? ", epsilon " + report.privacy["epsilon"].dump() : "",
+             report.privacy.contains("local") ? ", local DP-SGD epsilon " + report.privacy["local"]["epsilon_max"].dump() : "");
+    if (report.privacy.contains("epsilon")) totals["epsilon"] = report.privacy["epsilon"];
+    if (report.privacy.contains("local")) totals["local_epsilon_max"] = report.privacy["local"]["epsilon_max"];
     const bool last = round + 1 == o.fed.rounds;
     if (last || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
     ServerCheckpoint ckpt;
@@ -407,6 +412,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                          {"peak_host_memory_bytes", peak_host_memory_bytes()},
                          {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
   if (totals.contains("epsilon")) summary.update({{"epsilon", totals["epsilon"]}, {"delta", o.privacy.delta}});
+  if (totals.contains("local_epsilon_max"))
+    summary.update({{"local_epsilon_max", totals["local_epsilon_max"]}, {"delta", o.privacy.delta}});
   if (totals.contains("base_val_loss"))
     summary.update({{"base_val_loss", totals["base_val_loss"]}, {"base_val_ppl", std::exp(totals["base_val_loss"].get<double>())}});
   if (adaptation && participant.lora_aggregation() != "flora") {

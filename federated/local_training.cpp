@@ -5,6 +5,8 @@
 #include "core/data/dataset.h"
 #include "core/util/compat.h"
 #include "core/util/error.h"
+#include "core/util/random.h"
+#include "federated/dp.h"
 #include "train/adamw.h"
 
 namespace fedsplit {
@@ -32,6 +34,35 @@ void sgd_step(std::vector<AdamW::Param>& params, double lr, double momentum) {
   }
 }
 
+// Local DP-SGD's gradient for one batch, left in the parameters' .grad. Per-example gradients come
+// from one forward/backward per row (LibTorch 1.13 has no vmap); DpSgdAccumulator clips and sums them
+// one at a time, so memory holds one extra gradient whatever the batch size. Returns the batch's mean
+// loss (every row has T targets, so the mean of the rows' losses is the batch loss).
+torch::Tensor dp_sgd_backward(AdamW& optimizer, const LogitsFn& logits_fn, const torch::Tensor& ids,
+                              const torch::Tensor& targets, const LocalTrainingOptions& o, uint64_t seed, bool autocast) {
+  DpSgdAccumulator sum(o.dp_clip);
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(ids.device()));
+  for (int64_t i = 0; i < ids.size(0); ++i) {
+    optimizer.zero_grad();
+    torch::Tensor loss;
+    {
+      compat::AutocastBF16 guard(autocast);
+      loss = next_token_loss(logits_fn(ids.narrow(0, i, 1)), targets.narrow(0, i, 1));
+    }
+    loss.backward();
+    loss_sum += loss.detach().to(torch::kFloat64);
+    TensorMap g;
+    // A parameter the example did not reach has a zero gradient (it still gets its noise).
+    for (const auto& p : optimizer.params())
+      g[p.name] = p.value.grad().defined() ? p.value.grad() : torch::zeros_like(p.value);
+    sum.add(g);
+  }
+  const TensorMap mean = sum.noisy_mean(o.dp_noise_multiplier, seed);
+  torch::NoGradGuard no_grad;
+  for (auto& p : optimizer.params()) p.value.mutable_grad() = mean.at(p.name).to(p.value.scalar_type());
+  return loss_sum / static_cast<double>(ids.size(0));
+}
+
 }  // namespace
 
 LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
@@ -51,11 +82,16 @@ LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, T
     auto ids = batch.input_ids.to(device);
     auto targets = batch.targets.to(device);
     torch::Tensor loss;
-    {
-      compat::AutocastBF16 guard(autocast);
-      loss = next_token_loss(logits_fn(ids), targets);
+    if (o.dp_sgd) {
+      loss = dp_sgd_backward(optimizer, logits_fn, ids, targets, o,
+                             splitmix64(o.dp_noise_seed ^ splitmix64(static_cast<uint64_t>(step))), autocast);
+    } else {
+      {
+        compat::AutocastBF16 guard(autocast);
+        loss = next_token_loss(logits_fn(ids), targets);
+      }
+      loss.backward();
     }
-    loss.backward();
     if (global && o.fedprox_mu > 0) {
       // d/dw of mu/2 ||w - w_global||² is mu (w - w_global).
       torch::NoGradGuard no_grad;
@@ -63,7 +99,7 @@ LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, T
         if (p.value.grad().defined()) p.value.grad().add_(p.value - global->at(p.name).to(device), o.fedprox_mu);
     }
     if (mask_gradients) mask_gradients();
-    clip_grad_norm(optimizer.params(), o.grad_clip);
+    if (!o.dp_sgd) clip_grad_norm(optimizer.params(), o.grad_clip);  // DP-SGD bounded each example instead
     const double value = loss.item<double>();
     if (!std::isfinite(value)) {
       result.finite = false;

@@ -25,6 +25,14 @@ struct LocalTrainingOptions {
   double grad_clip = 1.0;          ///< global gradient-norm clip (0 = off)
   double fedprox_mu = 0;           ///< FedProx: adds mu/2 ||w - w_global||² to the loss
   bool bf16 = true;                ///< bf16 autocast on CUDA
+  /// Local DP-SGD (Abadi et al. 2016): each example's gradient (all trainable tensors together) is
+  /// clipped to L2 norm dp_clip, the clipped gradients are summed, N(0, (σ·dp_clip)²) is added to every
+  /// coordinate and the sum is divided by the batch size; that replaces the batch gradient (grad_clip is
+  /// then not applied; FedProx's term and mask_gradients still are).
+  bool dp_sgd = false;
+  double dp_clip = 1.0;               ///< per-example L2 bound
+  double dp_noise_multiplier = 1.0;   ///< σ: noise standard deviation in units of dp_clip
+  uint64_t dp_noise_seed = 0;         ///< step s draws its noise from splitmix64(dp_noise_seed ^ splitmix64(s))
 };
 
 struct LocalResult {

@@ -171,7 +171,8 @@ std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, co
     if (host_rank(c, world.size()) != world.rank()) continue;
     const Message update = decode_message(host.train_client(c), "client " + cx.roster.names[static_cast<size_t>(c)]);
     nlohmann::json note{{"client", c}, {"status", update.meta.value("status", "")}, {"reason", update.meta.value("reason", "")},
-                        {"tokens", update.meta.value("tokens", 0.0)}, {"wall_s", update.meta.value("wall_s", 0.0)}};
+                        {"tokens", update.meta.value("tokens", 0.0)}, {"wall_s", update.meta.value("wall_s", 0.0)},
+                        {"dp_sgd", update.meta.value("dp_sgd", nlohmann::json())}};
     std::string advertise;
     if (note["status"] == "ok" && !drops_at(c, "advertise")) {
       try {
@@ -216,6 +217,7 @@ std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, co
       seen.insert(c);
       out.costs[c].tokens = note.value("tokens", 0.0);
       out.costs[c].wall_s = note.value("wall_s", 0.0);
+      if (note.value("status", "") == "ok") out.costs[c].dp_sgd = note.value("dp_sgd", nlohmann::json());
       const std::string status = note.value("status", "");
       if (status == "ok") {
         charge(c, parts[1], true);

@@ -41,10 +41,12 @@ struct SecureOptions {
 /// Registers the [secure] keys.
 void bind_secure_options(Recipe& recipe, SecureOptions& options);
 
-/// One client's protocol traffic and reported compute, for bytes and simulated time.
-struct SecureClientCost {
+/// What rank 0 knows of one client besides the sum: its protocol traffic, its reported compute (for
+/// bytes and simulated time) and, under local DP-SGD, the steps it charges to its privacy ledger.
+struct SecureClientReport {
   int64_t bytes_up = 0, bytes_down = 0;
   double tokens = 0, wall_s = 0;
+  nlohmann::json dp_sgd;  ///< {"q", "sigma", "steps"} (null without local DP-SGD)
 };
 
 /// What rank 0 learns from one secure round.
@@ -54,7 +56,7 @@ struct SecureOutcome {
   std::string aborted;                  ///< why nothing was revealed ("" otherwise)
   std::vector<std::pair<int64_t, std::string>> excluded;  ///< sampled clients not in the sum, and why
   nlohmann::json stages;                ///< clients at each step: sampled, advertised, shared, masked, unmasked
-  std::map<int64_t, SecureClientCost> costs;
+  std::map<int64_t, SecureClientReport> costs;
 };
 
 struct SecureRoundContext {

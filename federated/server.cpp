@@ -35,6 +35,10 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
     : participant_(participant), roster_(roster), options_(options), global_(participant.global()),
       optimizer_(options.server), seed_(seed) {
   const std::string lora = participant.has_lora() ? options.lora_aggregation : "fedavg";
+  if (privacy && privacy->local_dp_sgd) {
+    privacy_ = privacy;
+    local_dp_ = std::make_unique<ClientPrivacyLedger>();
+  }
   const auto clients = static_cast<int64_t>(roster.names.size());
   expected_clients_ = sample_size(clients, options.sample_fraction, options.sample_count);
   const std::string dp = privacy ? privacy->dp : "none";
@@ -64,12 +68,16 @@ Server::Server(Participant& participant, const ClientRoster& roster, const Feder
 }
 
 nlohmann::json Server::privacy_state() const {
-  if (!accountant_) return nullptr;
-  return {{"rdp", accountant_->rdp()}, {"clip", dp_ ? dp_->clip() : privacy_->clip}};
+  nlohmann::json state = nullptr;
+  if (accountant_) state = {{"rdp", accountant_->rdp()}, {"clip", dp_ ? dp_->clip() : privacy_->clip}};
+  if (local_dp_) state["local"] = local_dp_->to_json();
+  return state;
 }
 
 void Server::load_privacy_state(const nlohmann::json& state) {
-  if (!accountant_ || state.is_null()) return;
+  if (state.is_null()) return;
+  if (local_dp_ && state.contains("local")) *local_dp_ = ClientPrivacyLedger::from_json(state["local"]);
+  if (!accountant_ || !state.contains("rdp")) return;
   // JSON has no infinity (σ = 0 gives no privacy): it stores null, read back as +inf.
   std::vector<double> rdp;
   for (const auto& v : state.at("rdp")) rdp.push_back(v.is_null() ? std::numeric_limits<double>::infinity() : v.get<double>());
@@ -163,6 +171,16 @@ void Server::receive(const std::string& bytes, int64_t client, int from_rank) {
     return;
   }
   report_.client_wall_s += u.meta.value("wall_s", 0.0);
+  // Local DP-SGD: a client that trained and released its update has spent privacy, whether or not the
+  // update is used below.
+  if (local_dp_ && u.meta.value("status", "") == "ok" && u.meta.value("client", int64_t{-1}) == client &&
+      u.meta.value("round", int64_t{-1}) == report_.round) {
+    const std::string why = local_dp_->charge_update(client, u.meta);
+    if (!why.empty()) {
+      exclude(client, why);
+      return;
+    }
+  }
   const std::string problem = check_update(u, client, from_rank);
   if (!problem.empty()) {
     exclude(client, problem);
@@ -205,12 +223,7 @@ RoundReport Server::finish_round() {
   }
   if (robust_) report_.robust = robust_->last_decision();
   if (!report_.complete) return report_;
-  if (dp_) {
-    accountant_->step(sampling_rate_, privacy_->noise_multiplier);
-    report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
-                       {"clip", dp_->clip()}, {"clipped", dp_->last_clipped()}, {"sampling_rate", sampling_rate_},
-                       {"noise_multiplier", privacy_->noise_multiplier}};
-  }
+  account_privacy();
   if (participant_.lora_aggregation() == "flora") {
     participant_.merge_stacked(combined);
     set_stack(std::move(combined), report_.round);
@@ -222,6 +235,24 @@ RoundReport Server::finish_round() {
   return report_;
 }
 
+void Server::account_privacy() {
+  if (accountant_) {
+    accountant_->step(sampling_rate_, privacy_->noise_multiplier);
+    report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
+                       {"clip", dp_ ? dp_->clip() : privacy_->clip}, {"sampling_rate", sampling_rate_},
+                       {"noise_multiplier", privacy_->noise_multiplier}, {"noise", privacy_->dp}};
+    if (dp_) report_.privacy["clipped"] = dp_->last_clipped();
+  }
+  if (local_dp_) {
+    const auto [client, epsilon] = local_dp_->max_epsilon(privacy_->delta);
+    if (!report_.privacy.is_object()) report_.privacy = nlohmann::json::object();
+    report_.privacy["local"] = {{"epsilon_max", epsilon}, {"delta", privacy_->delta},
+                                {"client", client < 0 ? "" : roster_.names[static_cast<size_t>(client)]},
+                                {"steps", local_dp_->steps(client)}, {"example_clip", privacy_->example_clip},
+                                {"example_noise_multiplier", privacy_->example_noise_multiplier}};
+  }
+}
+
 RoundReport Server::finish_secure_round(const SecureOutcome& o) {
   for (const auto& [client, why] : o.excluded) exclude(client, why);
   for (int64_t c : sample_) {
@@ -231,10 +262,12 @@ RoundReport Server::finish_secure_round(const SecureOutcome& o) {
     report_.bytes_up += it->second.bytes_up;
     report_.bytes_down += it->second.bytes_down;
     report_.client_wall_s += it->second.wall_s;
+    // Local DP-SGD: a client that released a masked update has spent privacy, whether or not it survived.
+    if (local_dp_ && it->second.dp_sgd.is_object()) local_dp_->charge_update(c, {{"dp_sgd", it->second.dp_sgd}});
   }
   // Simulated time: the slowest survivor's download, compute and upload over the protocol's four steps.
   for (int64_t c : o.survivors) {
-    const SecureClientCost& cost = o.costs.at(c);
+    const SecureClientReport& cost = o.costs.at(c);
     const double speed = options_.client_tokens_per_s / (roster_.stragglers[static_cast<size_t>(c)] ? options_.straggler_slowdown : 1.0);
     const double network_s = link_ ? transfer_seconds(*link_, round_bytes_ + cost.bytes_down, 4, false) +
                                          transfer_seconds(*link_, cost.bytes_up, 4, true)
@@ -268,12 +301,7 @@ RoundReport Server::finish_secure_round(const SecureOutcome& o) {
   report_.train_loss = sum.weighted_loss / loss_weight;
   TensorMap delta;
   for (const auto& [name, value] : sum.values) delta[name] = value / denominator;
-  if (accountant_) {
-    accountant_->step(sampling_rate_, privacy_->noise_multiplier);
-    report_.privacy = {{"epsilon", accountant_->epsilon(privacy_->delta)}, {"delta", privacy_->delta},
-                       {"clip", privacy_->clip}, {"sampling_rate", sampling_rate_},
-                       {"noise_multiplier", privacy_->noise_multiplier}, {"noise", "distributed"}};
-  }
+  account_privacy();
   optimizer_.step(global_, delta);
   return report_;
 }

@@ -12,6 +12,7 @@
 #include "core/comm/link_model.h"
 #include "federated/aggregator.h"
 #include "federated/client_host.h"
+#include "federated/client_privacy.h"
 #include "federated/message.h"
 #include "federated/options.h"
 #include "federated/participant.h"
@@ -31,7 +32,8 @@ struct RoundReport {
   int64_t aggregated = 0;
   nlohmann::json excluded = nlohmann::json::array();  ///< [{"client", "reason"}]
   nlohmann::json robust;       ///< what the robust rule decided (null without one)
-  nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients (null without DP)
+  nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients; "local": local DP-SGD's
+                               ///< largest client epsilon (null without either)
   nlohmann::json secure;       ///< secure aggregation: clients at each step, clamped values (null without)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
@@ -48,7 +50,8 @@ class Server {
   /// null) a RobustAggregator combines the updates; ConfigError when the LoRA aggregation makes client
   /// updates of different shapes.
   /// With `privacy` (dp = central) a DpAggregator clips and noises the updates and an RDP accountant
-  /// charges every round; `seed` draws the noise. Under secure aggregation rounds end in
+  /// charges every round; `seed` draws the noise. With privacy->local_dp_sgd a ledger charges every
+  /// client's DP-SGD steps from its updates. Under secure aggregation rounds end in
   /// finish_secure_round instead (check_secure_options says what combines with it).
   Server(Participant& participant, const ClientRoster& roster, const FederatedOptions& options, int64_t global_rank,
          const RobustOptions* robust = nullptr, const PrivacyOptions* privacy = nullptr, uint64_t seed = 0);
@@ -73,7 +76,8 @@ class Server {
   /// distributed DP) steps the global model; the report counts the protocol's bytes and dropouts.
   RoundReport finish_secure_round(const SecureOutcome& outcome);
 
-  /// DP state for checkpoints: the accountant's RDP per order and the current clip (JSON), and back.
+  /// DP state for checkpoints: the accountant's RDP per order and the current clip, the local DP-SGD
+  /// ledger under "local" (JSON), and back.
   nlohmann::json privacy_state() const;
   void load_privacy_state(const nlohmann::json& state);
 
@@ -83,6 +87,8 @@ class Server {
 
  private:
   void exclude(int64_t client, const std::string& reason);
+  /// Charges a released round to the DP accountant and reports epsilon (and local DP-SGD's largest).
+  void account_privacy();
   std::string check_update(const Message& update, int64_t client, int from_rank) const;
 
   Participant& participant_;
@@ -96,6 +102,7 @@ class Server {
   DpAggregator* dp_ = nullptr;          // aggregator_ under client-level DP
   const PrivacyOptions* privacy_ = nullptr;
   std::unique_ptr<RdpAccountant> accountant_;
+  std::unique_ptr<ClientPrivacyLedger> local_dp_;  // local DP-SGD: each client's steps
   uint64_t seed_ = 0;
   double sampling_rate_ = 1;
   TensorMap stack_;

@@ -3,11 +3,13 @@
 // full-model FedAvg learns; the partition, metrics and summary are written; a stopped FedLoRA run
 // resumes to exactly the model of an uninterrupted one; faulty and late clients are left out with
 // their reasons while the round completes; too few valid clients stop the job with its checkpoint
-// intact; and keys that do not fit together are refused by name.
+// intact; central DP and local DP-SGD account each round; and keys that do not fit together are refused
+// by name.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -140,6 +142,52 @@ TEST_F(CliFederated, CentralDpClipsEveryUpdateAndAccountsEachRound) {
     EXPECT_NEAR(noisy[i]["privacy"]["epsilon"].get<double>(), accountant.epsilon(1e-5), 1e-9) << "round " << i + 1;
   }
   EXPECT_NEAR(nlohmann::json::parse(read_text(tmp / "dpn/summary.json"))["epsilon"].get<double>(), accountant.epsilon(1e-5), 1e-9);
+}
+
+TEST_F(CliFederated, LocalDpSgdChargesEveryClientAndReportsTheLargestEpsilon) {
+  const TempDir& tmp = *tmp_;
+  const std::string dir = tmp / "localdp";
+  // Every client trains every round (one per speaker): after round r client i has taken r·local_steps DP-SGD
+  // steps at q_i = batch_size / its training windows. Stopped and resumed: the ledger travels in the checkpoint.
+  write_text(tmp / "localdp.ini", fedavg_recipe(tmp, dir, "rounds = 2\nlocal_steps = 2\n") +
+                                      "\n[privacy]\nlocal_dp_sgd = true\nexample_clip = 0.5\n"
+                                      "example_noise_multiplier = 1.2\ndelta = 1e-5\n");
+  auto r = run_fedsplit("run " + (tmp / "localdp.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "localdp.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto partition = nlohmann::json::parse(read_text(dir + "/partition.json"));
+  const auto rounds = events(dir, "round");
+  ASSERT_EQ(rounds.size(), 2u);
+  double previous = 0;
+  for (size_t i = 0; i < rounds.size(); ++i) {
+    double want = 0;
+    std::string busiest;
+    for (const auto& c : partition["client_list"]) {
+      fedsplit::RdpAccountant accountant;
+      const double q = std::min(1.0, 2.0 / c["train_windows"].get<double>());  // data.batch_size = 2
+      accountant.step(q, 1.2, static_cast<int64_t>(i + 1) * c["local_steps"].get<int64_t>());
+      if (accountant.epsilon(1e-5) > want) want = accountant.epsilon(1e-5), busiest = c["name"].get<std::string>();
+    }
+    const auto& local = rounds[i]["privacy"]["local"];
+    EXPECT_NEAR(local["epsilon_max"].get<double>(), want, 1e-9 * want) << "round " << i + 1;
+    EXPECT_EQ(local["client"], busiest);
+    EXPECT_EQ(local["example_clip"], 0.5);
+    EXPECT_EQ(local["example_noise_multiplier"], 1.2);
+    EXPECT_FALSE(rounds[i]["privacy"].contains("epsilon")) << "privacy.dp = none: no central epsilon";
+    EXPECT_GT(local["epsilon_max"].get<double>(), previous);
+    previous = local["epsilon_max"].get<double>();
+  }
+  const auto summary = nlohmann::json::parse(read_text(dir + "/summary.json"));
+  EXPECT_DOUBLE_EQ(summary["local_epsilon_max"].get<double>(), previous);
+  EXPECT_FALSE(summary.contains("epsilon"));
+
+  // Out-of-range values stop the run before any work, naming the key.
+  for (const std::string bad : {"--privacy.example_clip=0", "--privacy.example_noise_multiplier=-1"}) {
+    r = run_fedsplit("run " + (tmp / "localdp.ini") + " --run.overwrite=true " + bad);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_NE(r.output.find(bad.substr(2, bad.find('=') - 2)), std::string::npos) << r.output;
+  }
 }
 
 TEST_F(CliFederated, FedLoraTrainsAndSendsOnlyTheAdapters) {

@@ -158,3 +158,14 @@ TEST_F(CliSecure, KeysThatDoNotCombineAreRefused) {
     EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
   }
 }
+
+TEST_F(CliSecure, LocalDpSgdIsChargedInSecureRoundsAsInPlainOnes) {
+  const TempDir& tmp = *tmp_;
+  const std::string local = "[privacy]\nlocal_dp_sgd = true\nexample_clip = 1\nexample_noise_multiplier = 1.2\n";
+  const std::string plain = run_ok(tmp, "ldp_plain", ten_clients(tmp, tmp / "ldp_plain", "", local));
+  const std::string secure = run_ok(tmp, "ldp_secure", ten_clients(tmp, tmp / "ldp_secure", "", local + "\n[secure]\naggregation = secagg\n"));
+  const auto p = events(plain, "round").at(0)["privacy"]["local"], s = events(secure, "round").at(0)["privacy"]["local"];
+  EXPECT_GT(s["epsilon_max"].get<double>(), 0);
+  EXPECT_EQ(s["epsilon_max"], p["epsilon_max"]);
+  EXPECT_EQ(s["steps"], p["steps"]);
+}
