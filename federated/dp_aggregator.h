@@ -49,6 +49,7 @@ class DpAggregator : public Aggregator {
   void set_round(TensorMap global, uint64_t round_seed);
   double clip() const { return options_.clip; }
   void set_clip(double clip) { options_.clip = clip; }
+  void set_expected(int64_t expected_clients) { expected_ = expected_clients; }
   /// Clients of the last finalize whose delta was clipped.
   int64_t last_clipped() const { return last_clipped_; }
 

@@ -14,6 +14,7 @@
 #include "core/util/metrics.h"
 #include "core/util/threads.h"
 #include "federated/client_host.h"
+#include "federated/hierarchy.h"
 #include "federated/sampling.h"
 #include "federated/server.h"
 #include "federated/server_checkpoint.h"
@@ -41,6 +42,12 @@ void check_options(const FederatedJobOptions& o) {
   }
   if (o.robust.rule != "none") check_robust_options(o.robust);
   check_secure_options(o.secure, o.privacy, o.robust.rule, o.peft.method == "lora" ? f.lora_aggregation : "fedavg");
+  if (o.topology.enabled()) {
+    if (o.secure.aggregation != "none")
+      throw ConfigError("secure.aggregation does not run in a [topology] hierarchy yet: use one or the other");
+    if (f.lora_aggregation == "flora")
+      throw ConfigError("federated.lora_aggregation = flora merges every round into the base, which edges cannot share: use fedavg, hetlora or ffa");
+  }
   if (f.backend == "nccl" && o.lm.run.device == "cpu")
     throw ConfigError("federated.backend = nccl moves CUDA tensors: set run.device = cuda (one GPU per rank), or use gloo");
   if (f.lora_aggregation == "flora" && (f.server.rule != "fedavg" || f.server.lr != 1.0))
@@ -62,6 +69,7 @@ int64_t share(World& world, Message& message) {
 
 struct ClientData {
   std::vector<TokenDataset> datasets;
+  std::vector<std::string> groups;  // per client, the majority value of topology.group_key (grouping = key)
   std::vector<std::vector<Batch>> val_batches;
   ClientRoster roster;
   nlohmann::json partition_file;
@@ -92,6 +100,19 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
   r.faults = parse_faults(o.fed.faults, r.names);
   r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
   out.partition_file = summarize_partition(partition, docs.labels);
+  if (o.topology.grouping == "key" && !o.topology.group_key.empty()) {
+    // Each device's edge: the value of group_key most of its documents have (ties: the smallest).
+    const auto group_docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.topology.group_key);
+    for (const auto& docs_of : partition.documents) {
+      std::map<std::string, int64_t> votes;
+      for (const auto i : docs_of) ++votes[group_docs.labels[static_cast<size_t>(i)]];
+      std::string best;
+      int64_t most = 0;
+      for (const auto& [value, count] : votes)
+        if (count > most) best = value, most = count;
+      out.groups.push_back(best);
+    }
+  }
   out.partition_file["partition_key"] = key;
   nlohmann::json clients = nlohmann::json::array();
   for (int64_t c = 0; c < n; ++c) {
@@ -299,10 +320,28 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
 
   log_info("federated: ", num_clients, " clients (", o.fed.partition.scheme, "), ", per_round, " per round, ",
            o.fed.rounds, " rounds, world of ", world->size(), " (", world->backend(), "), on ", device.str());
+  const RobustOptions* robust = o.robust.rule == "none" ? nullptr : &o.robust;
+  std::unique_ptr<Hierarchy> hierarchy;
+  if (o.topology.enabled()) {
+    if (world->size() > 1)
+      throw ConfigError("[topology] runs in one process for now: start it without mpirun (or with -np 1)");
+    hierarchy = std::make_unique<Hierarchy>(build_topology(o.topology, clients.roster.names, clients.groups), o.topology,
+                                            participant, clients.roster, o.fed, global_rank, robust, &o.privacy, seed);
+    nlohmann::json edges = nlohmann::json::object();
+    for (size_t e = 0; e < hierarchy->topology().edge_names.size(); ++e) {
+      nlohmann::json members = nlohmann::json::array();
+      for (int64_t c : hierarchy->topology().devices[e]) members.push_back(clients.roster.names[static_cast<size_t>(c)]);
+      edges[hierarchy->topology().edge_names[e]] = members;
+    }
+    clients.partition_file["edges"] = edges;
+    log_info("hierarchy: ", edges.size(), " edges, ", o.topology.edge_rounds, " edge rounds per cloud round");
+  }
   write_text_atomically(o.lm.run.dir + "/partition.json", clients.partition_file.dump(1) + "\n");
 
-  Server server(participant, clients.roster, o.fed, global_rank, o.robust.rule == "none" ? nullptr : &o.robust,
-                &o.privacy, seed);
+  const bool robust_at_cloud = !hierarchy || o.topology.robust_tier != "edge";
+  const bool privacy_at_cloud = !hierarchy || o.topology.privacy_tier != "edge";
+  Server server(participant, hierarchy ? hierarchy->edge_roster() : clients.roster, hierarchy ? hierarchy->cloud_options() : o.fed,
+                global_rank, robust_at_cloud ? robust : nullptr, privacy_at_cloud ? &o.privacy : nullptr, seed);
   int64_t start_round = 0;
   nlohmann::json totals{{"bytes_up", 0}, {"bytes_down", 0}, {"sim_s", 0.0}, {"wall_s", 0.0}};
   if (resume) {
@@ -351,7 +390,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     const auto t0 = Clock::now();
     const TrafficStats wire0 = world->traffic();
     const RoundReport report =
-        serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path, secure.get());
+        hierarchy ? hierarchy->serve_round(server, host, round)
+                  : serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path, secure.get());
     const TrafficStats wire1 = world->traffic();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     totals["bytes_up"] = totals["bytes_up"].get<int64_t>() + report.bytes_up;
@@ -359,7 +399,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     totals["sim_s"] = totals["sim_s"].get<double>() + report.sim_round_s;
     totals["wall_s"] = totals["wall_s"].get<double>() + wall;
     metrics.write({{"event", "round"}, {"round", round + 1}, {"attempt", report.attempt}, {"clients_sampled", report.sampled},
-                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust}, {"privacy", report.privacy}, {"secure", report.secure},
+                   {"clients_aggregated", report.aggregated}, {"excluded", report.excluded}, {"robust", report.robust}, {"privacy", report.privacy}, {"secure", report.secure}, {"tiers", report.tiers},
                    {"train_loss", report.train_loss}, {"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down},
                    {"wire_bytes_sent", wire1.bytes_sent - wire0.bytes_sent},
                    {"wire_bytes_received", wire1.bytes_received - wire0.bytes_received},

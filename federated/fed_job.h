@@ -15,6 +15,7 @@
 #include "federated/dp_aggregator.h"
 #include "federated/options.h"
 #include "federated/secure_round.h"
+#include "federated/topology.h"
 #include "peft/method.h"
 #include "train/lm_job.h"
 
@@ -28,6 +29,7 @@ struct FederatedJobOptions {
   RobustOptions robust;   ///< [robust]: rule (none = plain aggregation) and its parameters
   PrivacyOptions privacy; ///< [privacy]: client-level DP
   SecureOptions secure;   ///< [secure]: secure aggregation
+  TopologyOptions topology; ///< [topology]: cloud, edges and devices (hierarchical FedAvg); flat when absent
 };
 
 struct FederatedResult {

@@ -229,10 +229,20 @@ RoundReport Server::finish_round() {
     set_stack(std::move(combined), report_.round);
     return report_;
   }
+  if (assign_aggregate_) {
+    for (auto& [name, value] : combined) global_[name] = value.to(global_.at(name).options());
+    return report_;
+  }
   TensorMap delta;
   for (const auto& [name, value] : combined) delta[name] = value - global_.at(name);
   optimizer_.step(global_, delta);
   return report_;
+}
+
+void Server::set_sampling(int64_t per_round, int64_t population) {
+  expected_clients_ = per_round;
+  sampling_rate_ = static_cast<double>(per_round) / static_cast<double>(population);
+  if (dp_) dp_->set_expected(per_round);
 }
 
 void Server::account_privacy() {

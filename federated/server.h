@@ -34,6 +34,7 @@ struct RoundReport {
   nlohmann::json robust;       ///< what the robust rule decided (null without one)
   nlohmann::json privacy;      ///< DP: epsilon so far, delta, clip, clipped clients; "local": local DP-SGD's
                                ///< largest client epsilon (null without either)
+  nlohmann::json tiers;        ///< hierarchical runs: bytes, rounds and simulated time per tier (null when flat)
   nlohmann::json secure;       ///< secure aggregation: clients at each step, clamped values (null without)
   double train_loss = 0;       ///< sample-weighted mean local loss of the aggregated clients
   int64_t bytes_up = 0;        ///< message bytes the sampled clients sent
@@ -76,6 +77,11 @@ class Server {
   /// distributed DP) steps the global model; the report counts the protocol's bytes and dropouts.
   RoundReport finish_secure_round(const SecureOutcome& outcome);
 
+  /// HierFAVG edges: the model becomes the round's aggregate itself, without the server optimizer.
+  void set_assign_aggregate(bool on) { assign_aggregate_ = on; }
+  /// An edge's sampling: `per_round` of its `population` devices (DP's denominator and sampling rate).
+  void set_sampling(int64_t per_round, int64_t population);
+
   /// DP state for checkpoints: the accountant's RDP per order and the current clip, the local DP-SGD
   /// ledger under "local" (JSON), and back.
   nlohmann::json privacy_state() const;
@@ -111,6 +117,7 @@ class Server {
   std::vector<int64_t> sample_;
   int64_t expected_clients_ = 1;
   int64_t round_bytes_ = 0;
+  bool assign_aggregate_ = false;
   double loss_sum_ = 0, weight_sum_ = 0;
 };
 

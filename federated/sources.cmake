@@ -7,6 +7,7 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/dp_aggregator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fed_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fixed_point.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/hierarchy.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_training.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora_aggregation.cpp
   ${CMAKE_CURRENT_LIST_DIR}/message.cpp
@@ -23,4 +24,5 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/server_checkpoint.cpp
   ${CMAKE_CURRENT_LIST_DIR}/server_optimizer.cpp
   ${CMAKE_CURRENT_LIST_DIR}/shamir.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/svg_chart.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/svg_chart.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/topology.cpp)

@@ -40,6 +40,7 @@ int run(const Args& args) {
   bind_robust_options(recipe, job.robust);
   bind_privacy_options(recipe, job.privacy);
   bind_secure_options(recipe, job.secure);
+  bind_topology_options(recipe, job.topology);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"

@@ -1,0 +1,75 @@
+#include "federated/topology.h"
+
+#include <map>
+#include <sstream>
+
+#include "core/config/recipe.h"
+#include "core/util/error.h"
+
+namespace fedsplit {
+
+void bind_topology_options(Recipe& r, TopologyOptions& o) {
+  r.add("topology.edges", &o.edges, "edge servers between the devices and the cloud (0: flat federated learning)", 0, 1 << 20);
+  r.add_choice("topology.grouping", &o.grouping, {"equal", "sizes", "key"},
+               "how devices are grouped into edges: equal shares in partition order, listed sizes, or by a metadata key");
+  r.add("topology.devices_per_edge", &o.devices_per_edge, "grouping = sizes: devices per edge, e.g. \"3 5 4\"");
+  r.add("topology.group_key", &o.group_key, "grouping = key: metadata key whose value names each device's edge (e.g. party)");
+  r.add("topology.edge_rounds", &o.edge_rounds, "k2: edge aggregations between two cloud aggregations", 1, 1 << 20);
+  r.add("topology.device_link", &o.device_link, "device-edge link up/down Mbit/s / latency ms, e.g. 20/100/30");
+  r.add("topology.edge_link", &o.edge_link, "edge-cloud link up/down Mbit/s / latency ms, e.g. 1000/1000/20");
+  r.add_choice("topology.robust_tier", &o.robust_tier, {"edge", "cloud", "both"}, "where the [robust] rule combines updates");
+  r.add_choice("topology.privacy_tier", &o.privacy_tier, {"edge", "cloud", "both"}, "where central DP ([privacy] dp = central) applies");
+  r.add("topology.availability", &o.availability, "chance that a device is available in an edge round (seeded)", 0.0, 1.0);
+}
+
+Topology build_topology(const TopologyOptions& o, const std::vector<std::string>& names,
+                        const std::vector<std::string>& groups) {
+  const auto n = static_cast<int64_t>(names.size());
+  Topology t;
+  if (o.grouping == "key") {
+    if (o.group_key.empty()) throw ConfigError("topology.grouping = key needs topology.group_key (e.g. party)");
+    std::map<std::string, size_t> edge_of;
+    for (int64_t d = 0; d < n; ++d) {
+      const std::string& g = groups.at(static_cast<size_t>(d));
+      if (g.empty())
+        throw ConfigError("topology.group_key = " + o.group_key + ": device " + names[static_cast<size_t>(d)] +
+                          " has no value for it: choose a key every document has");
+      const auto [it, added] = edge_of.emplace(g, t.edge_names.size());
+      if (added) t.edge_names.push_back(g), t.devices.emplace_back();
+      t.devices[it->second].push_back(d);
+    }
+    if (o.edges > 0 && o.edges != static_cast<int64_t>(t.edge_names.size()))
+      throw ConfigError("topology.edges = " + std::to_string(o.edges) + " but topology.group_key = " + o.group_key + " gives " +
+                        std::to_string(t.edge_names.size()) + " edges: set topology.edges to that or to 0");
+    return t;
+  }
+  std::vector<int64_t> sizes;
+  if (o.grouping == "sizes") {
+    std::istringstream in(o.devices_per_edge);
+    for (std::string item; in >> item;) {
+      try {
+        sizes.push_back(std::stoll(item));
+      } catch (const std::exception&) {
+        throw ConfigError("topology.devices_per_edge: '" + item + "' is not a number");
+      }
+      if (sizes.back() < 1) throw ConfigError("topology.devices_per_edge: every edge needs at least one device");
+    }
+    int64_t total = 0;
+    for (int64_t s : sizes) total += s;
+    if (total != n)
+      throw ConfigError("topology.devices_per_edge sums to " + std::to_string(total) + ", but there are " + std::to_string(n) + " devices");
+  } else {
+    if (o.edges < 1 || o.edges > n)
+      throw ConfigError("topology.edges = " + std::to_string(o.edges) + " must be between 1 and the " + std::to_string(n) + " devices");
+    for (int64_t e = 0; e < o.edges; ++e) sizes.push_back(n / o.edges + (e < n % o.edges ? 1 : 0));
+  }
+  int64_t next = 0;
+  for (size_t e = 0; e < sizes.size(); ++e) {
+    t.edge_names.push_back("edge-" + std::to_string(e));
+    t.devices.emplace_back();
+    for (int64_t i = 0; i < sizes[e]; ++i) t.devices.back().push_back(next++);
+  }
+  return t;
+}
+
+}  // namespace fedsplit

@@ -1,0 +1,45 @@
+// The [topology] recipe section: a cloud, edge servers and the devices (clients) under each edge, for
+// hierarchical federated averaging (HierFAVG, Liu et al. 2020). Devices run federated.local_steps (k1)
+// between edge aggregations; each edge runs edge_rounds (k2) aggregations of its devices between two
+// cloud aggregations; federated.rounds counts cloud rounds.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fedsplit {
+
+class Recipe;
+
+struct TopologyOptions {
+  int64_t edges = 0;                 ///< edge servers; 0 = flat federated learning (no [topology])
+  std::string grouping = "equal";    ///< equal | sizes | key: how devices are grouped into edges
+  std::string devices_per_edge;      ///< grouping = sizes: "3 5 4" devices per edge, in partition order
+  std::string group_key;             ///< grouping = key: metadata key whose value (per device, by majority) names its edge
+  int64_t edge_rounds = 1;           ///< k2: edge aggregations per cloud round
+  std::string device_link;           ///< device–edge link "up/down/latency" (Mbit/s, ms); empty = none
+  std::string edge_link;             ///< edge–cloud link; empty = none
+  std::string robust_tier = "cloud"; ///< where [robust] applies: edge | cloud | both
+  std::string privacy_tier = "cloud";///< where central [privacy] DP applies: edge | cloud | both
+  double availability = 1.0;         ///< chance that a device is available in an edge round (seeded)
+
+  /// Whether the recipe asks for a hierarchy at all.
+  bool enabled() const { return edges > 0 || grouping != "equal"; }
+};
+
+/// Registers the [topology] keys.
+void bind_topology_options(Recipe& recipe, TopologyOptions& options);
+
+struct Topology {
+  std::vector<std::string> edge_names;
+  std::vector<std::vector<int64_t>> devices;  ///< per edge, the device (client) indices, ascending
+};
+
+/// Groups `device_names` (partition order) into edges. `device_groups[i]` is device i's value of
+/// group_key (grouping = key; edges are named by the values, in order of first appearance).
+/// ConfigError (naming the topology key) for an edge count that does not fit, sizes that do not sum
+/// to the devices, or a device without a group.
+Topology build_topology(const TopologyOptions& options, const std::vector<std::string>& device_names,
+                        const std::vector<std::string>& device_groups);
+
+}  // namespace fedsplit

@@ -1,0 +1,129 @@
+// labels: unit
+// Hierarchical FedAvg through the executable: one edge with one edge round is flat FedAvg bit for bit
+// (FedAdam at the cloud included); two edges whose devices all report give the flat weighted mean;
+// k2 edge rounds per cloud round are counted per tier, and the cloud link carries less than flat FL
+// for the same local work; devices grouped by a metadata key; keys that do not fit are refused.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+
+#include "tests/launch/cli_helpers.h"
+#include "tests/launch/federated_helpers.h"
+#include "tests/test_support.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+class CliHierarchical : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("cli_hierarchical");
+    write_corpus(*tmp_ / "speakers.jsonl");
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+  static TempDir* tmp_;
+};
+TempDir* CliHierarchical::tmp_ = nullptr;
+
+std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
+  write_text(tmp / (name + ".ini"), recipe);
+  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return tmp / name;
+}
+
+double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  return worst;
+}
+
+}  // namespace
+
+TEST_F(CliHierarchical, OneEdgeWithOneEdgeRoundIsFlatFedAvgBitForBit) {
+  const TempDir& tmp = *tmp_;
+  const std::string fed = "rounds = 3\nserver_optimizer = fedadam\nserver_lr = 0.01\n";
+  const std::string flat = run_ok(tmp, "flat", fedavg_recipe(tmp, tmp / "flat", fed));
+  const std::string hier = run_ok(tmp, "one_edge", fedavg_recipe(tmp, tmp / "one_edge", fed) + "\n[topology]\nedges = 1\n");
+  EXPECT_EQ(max_difference(global_of(flat), global_of(hier)), 0.0);
+  const auto f = events(flat, "round"), h = events(hier, "round");
+  ASSERT_EQ(h.size(), 3u);
+  for (size_t i = 0; i < h.size(); ++i) {
+    EXPECT_NEAR(f[i]["train_loss"].get<double>(), h[i]["train_loss"].get<double>(), 1e-12) << "round " << i + 1;
+    EXPECT_EQ(h[i]["tiers"]["device_edge"]["device_updates"], f[i]["clients_aggregated"]);
+  }
+}
+
+TEST_F(CliHierarchical, EdgeMeansOfAllDevicesGiveTheFlatWeightedMean) {
+  const TempDir& tmp = *tmp_;
+  const std::string fed = "rounds = 1\npartition = iid\nclients = 6\nlocal_steps = 2\n";
+  const std::string flat = run_ok(tmp, "flat6", fedavg_recipe(tmp, tmp / "flat6", fed));
+  const std::string hier = run_ok(tmp, "two_edges", fedavg_recipe(tmp, tmp / "two_edges", fed) +
+                                                        "\n[topology]\nedges = 2\ngrouping = sizes\ndevices_per_edge = 2 4\n");
+  // The same device updates, summed in another order and grouping: fp32 rounding apart.
+  EXPECT_LE(max_difference(global_of(flat), global_of(hier)), 1e-6);
+  const auto partition = nlohmann::json::parse(read_text(hier + "/partition.json"));
+  EXPECT_EQ(partition["edges"]["edge-0"].size(), 2u);
+  EXPECT_EQ(partition["edges"]["edge-1"].size(), 4u);
+}
+
+TEST_F(CliHierarchical, EdgeRoundsSaveCloudTrafficForTheSameLocalWork) {
+  const TempDir& tmp = *tmp_;
+  // 6 device rounds of local work each: flat = 6 cloud rounds; hierarchical = 2 cloud rounds of 3 edge rounds.
+  const std::string base = "partition = iid\nclients = 6\nlocal_steps = 2\neval_every = 100\n";
+  const std::string flat = run_ok(tmp, "flat_work", fedavg_recipe(tmp, tmp / "flat_work", base + "rounds = 6\n") +
+                                                        "\n[network]\nlink = 20/100/30\n");
+  const std::string hier = run_ok(tmp, "hier_work", fedavg_recipe(tmp, tmp / "hier_work", base + "rounds = 2\n") +
+      "\n[topology]\nedges = 2\nedge_rounds = 3\ndevice_link = 20/100/30\nedge_link = 1000/1000/20\n");
+  const auto rounds = events(hier, "round");
+  ASSERT_EQ(rounds.size(), 2u);
+  for (const auto& r : rounds) {
+    EXPECT_EQ(r["tiers"]["device_edge"]["edge_rounds"], 6) << "2 edges x 3 edge rounds";
+    EXPECT_EQ(r["tiers"]["device_edge"]["device_updates"], 18) << "6 devices in each of 3 edge rounds";
+    EXPECT_EQ(r["clients_aggregated"], 2) << "the cloud aggregates the 2 edges";
+    EXPECT_GT(r["tiers"]["device_edge"]["sim_s"].get<double>(), 0);
+  }
+  const auto f = nlohmann::json::parse(read_text(flat + "/summary.json")), h = nlohmann::json::parse(read_text(hier + "/summary.json"));
+  // Cloud link: flat moves 6 rounds x 6 device updates, hierarchical 2 rounds x 2 edge models.
+  EXPECT_LT(h["bytes_up"].get<double>() * 8, f["bytes_up"].get<double>());
+}
+
+TEST_F(CliHierarchical, DevicesGroupedByAMetadataKey) {
+  const TempDir& tmp = *tmp_;
+  // The fixture corpus again, each document also labelled with its speaker's side.
+  std::ifstream in(tmp / "speakers.jsonl");
+  std::ofstream out(tmp / "sides.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    const std::string s = j["speaker"];
+    j["side"] = (s == "ahab" || s == "starbuck") ? "crew" : "sailors";
+    out << j.dump() << "\n";
+  }
+  out.close();
+  std::string recipe = fedavg_recipe(tmp, tmp / "sides", "rounds = 1\n") + "\n[topology]\ngrouping = key\ngroup_key = side\n";
+  const std::string corpus = tmp / "speakers.jsonl";
+  recipe.replace(recipe.find(corpus), corpus.size(), tmp / "sides.jsonl");
+  const std::string dir = run_ok(tmp, "sides", recipe);
+  const auto edges = nlohmann::json::parse(read_text(dir + "/partition.json"))["edges"];
+  EXPECT_EQ(edges["crew"], nlohmann::json({"ahab", "starbuck"}));
+  EXPECT_EQ(edges["sailors"], nlohmann::json({"ishmael", "queequeg"}));
+}
+
+TEST_F(CliHierarchical, KeysThatDoNotFitAreRefused) {
+  const TempDir& tmp = *tmp_;
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"[topology]\nedges = 9\n", "topology.edges = 9 must be between 1 and the 4 devices"},
+      {"[topology]\ngrouping = sizes\ndevices_per_edge = 1 2\n", "topology.devices_per_edge sums to 3"},
+      {"[topology]\ngrouping = key\n", "needs topology.group_key"},
+      {"[topology]\nedges = 2\n\n[secure]\naggregation = secagg\n", "secure.aggregation does not run in a [topology]"}};
+  for (const auto& [sections, needle] : cases) {
+    write_text(tmp / "bad.ini", fedavg_recipe(tmp, tmp / "bad", "rounds = 1\n") + "\n" + sections);
+    const auto r = run_fedsplit("run " + (tmp / "bad.ini"));
+    EXPECT_NE(r.exit_code, 0) << sections;
+    EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+  }
+}
