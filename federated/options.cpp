@@ -44,7 +44,7 @@ void bind_federated_options(Recipe& r, FederatedOptions& o) {
   r.add("federated.clients", &o.partition.clients, "clients of an iid or dirichlet partition", 1, 10000000);
   r.add("federated.partition_key", &o.partition_key, "metadata key of a natural or dirichlet partition (e.g. president, genre)");
   r.add("federated.alpha", &o.partition.alpha, "Dirichlet concentration (small = strong label skew)", 1e-6, 1e6);
-  r.add("federated.min_documents", &o.partition.min_documents, "fewest documents a Dirichlet client may hold", 1, 1000000);
+  r.add("federated.min_documents", &o.partition.min_documents, "fewest documents a client may hold (dirichlet: redrawn until it does; natural: smaller values make no client)", 1, 1000000);
   r.add("federated.sample_fraction", &o.sample_fraction, "share of clients sampled per round", 1e-9, 1.0);
   r.add("federated.sample_count", &o.sample_count, "clients sampled per round (0 = use sample_fraction)", 0, 10000000);
   r.add("federated.min_clients", &o.min_clients, "fewest valid client updates a round needs", 1, 10000000);

@@ -32,7 +32,7 @@ Partition iid(int64_t n, const PartitionOptions& o) {
   return p;
 }
 
-Partition natural(const std::vector<std::string>& labels, const std::string& key) {
+Partition natural(const std::vector<std::string>& labels, const std::string& key, int64_t min_documents) {
   Partition p;
   std::map<std::string, size_t> client_of;
   for (size_t i = 0; i < labels.size(); ++i) {
@@ -46,7 +46,17 @@ Partition natural(const std::vector<std::string>& labels, const std::string& key
     }
     p.documents[it->second].push_back(static_cast<int64_t>(i));
   }
-  return p;
+  // Values with too few documents make no client (their documents are left out).
+  Partition kept;
+  for (size_t c = 0; c < p.client_names.size(); ++c)
+    if (static_cast<int64_t>(p.documents[c].size()) >= min_documents) {
+      kept.client_names.push_back(p.client_names[c]);
+      kept.documents.push_back(std::move(p.documents[c]));
+    }
+  if (kept.client_names.empty())
+    throw DataError("natural partition by '" + key + "': no value has federated.min_documents = " +
+                    std::to_string(min_documents) + " documents; lower it");
+  return kept;
 }
 
 // One Dirichlet(alpha, ..., alpha) draw over `k` clients, from normalised Gamma(alpha, 1) draws.
@@ -109,7 +119,7 @@ Partition partition_documents(const std::vector<std::string>& labels, const Part
   if (o.scheme == "iid") {
     p = iid(n, o);
   } else if (o.scheme == "natural") {
-    p = natural(labels, key);
+    p = natural(labels, key, o.min_documents);
   } else if (o.scheme == "dirichlet") {
     if (!(o.alpha > 0)) throw ConfigError("federated.alpha must be positive, got " + std::to_string(o.alpha));
     p = dirichlet_split(labels, o, key);

@@ -2,7 +2,8 @@
 //
 //   iid        documents shuffled (seeded) and dealt to `clients` clients in turn
 //   natural    one client per distinct value of a metadata key (SOTU president or party, Brown
-//              genre, SpamAssassin sender), in order of first appearance
+//              genre, SpamAssassin sender), in order of first appearance; values with fewer than
+//              min_documents documents make no client
 //   dirichlet  for each value of a label key, its documents are split over `clients` clients in
 //              proportions drawn from Dirichlet(alpha) (Hsu et al., 2019): small alpha, strong skew;
 //              drawn again (up to 100 times) until every client holds min_documents
@@ -22,7 +23,7 @@ struct PartitionOptions {
   std::string scheme = "iid";  ///< iid | natural | dirichlet
   int64_t clients = 10;        ///< iid, dirichlet: number of clients (natural: one per value)
   double alpha = 0.5;          ///< dirichlet: concentration (> 0)
-  int64_t min_documents = 1;   ///< dirichlet: fewest documents a client may hold
+  int64_t min_documents = 1;   ///< dirichlet: fewest documents a client may hold; natural: fewer make no client
   uint64_t seed = 0;           ///< seeds the shuffle and the Dirichlet draws
 };
 

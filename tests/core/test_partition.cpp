@@ -60,6 +60,18 @@ TEST(Partition, NaturalIsOneClientPerValueInOrderOfAppearance) {
   EXPECT_EQ(s["per_client"][2]["labels"]["Hayes"], 1);
 }
 
+TEST(Partition, NaturalLeavesOutValuesWithTooFewDocuments) {
+  const std::vector<std::string> labels{"Lincoln", "Grant", "Lincoln", "Hayes", "Grant"};
+  PartitionOptions o;
+  o.scheme = "natural";
+  o.min_documents = 2;
+  const auto p = partition_documents(labels, o, "president");
+  EXPECT_EQ(p.client_names, (std::vector<std::string>{"Lincoln", "Grant"}));
+  EXPECT_EQ(p.documents, (std::vector<std::vector<int64_t>>{{0, 2}, {1, 4}}));
+  o.min_documents = 3;
+  expect_error<DataError>([&] { partition_documents(labels, o, "president"); }, {"no value has federated.min_documents = 3"});
+}
+
 TEST(Partition, DirichletSkewFollowsAlpha) {
   const auto labels = four_labels();
   PartitionOptions o;
