@@ -35,7 +35,12 @@ std::optional<double> finite_number(const json& v) {
   return v.get<double>();
 }
 
+// A finite number at `key`, or at a JSON pointer ("/tiers/edge_cloud/bytes_up") into nested objects.
 std::optional<double> number(const json& j, const char* key) {
+  if (key[0] == '/') {
+    const json::json_pointer at(key);
+    return j.contains(at) ? finite_number(j.at(at)) : std::nullopt;
+  }
   const auto it = j.find(key);
   return it == j.end() ? std::nullopt : finite_number(*it);
 }
@@ -228,6 +233,26 @@ ChartSpec bytes_chart(const Run& run) {
   return c;
 }
 
+// Hierarchical runs: what each tier's links carried and how long each tier took (simulated).
+ChartSpec tier_bytes_chart(const Run& run) {
+  ChartSpec c = chart(run, "Communication per tier (cumulative)", "bytes");
+  c.y_units = ChartUnits::bytes;
+  c.y_from_zero = true;
+  c.series.push_back(line("device-edge up", series_of(run.rounds, "/tiers/device_edge/bytes_up", true)));
+  c.series.push_back(line("device-edge down", series_of(run.rounds, "/tiers/device_edge/bytes_down", true)));
+  c.series.push_back(line("edge-cloud up", series_of(run.rounds, "/tiers/edge_cloud/bytes_up", true), "", 2.0, true));
+  c.series.push_back(line("edge-cloud down", series_of(run.rounds, "/tiers/edge_cloud/bytes_down", true), "", 2.0, true));
+  return c;
+}
+
+ChartSpec tier_time_chart(const Run& run) {
+  ChartSpec c = chart(run, "Simulated time per tier (cumulative)", "seconds");
+  c.y_from_zero = true;
+  c.series.push_back(line("device-edge (slowest edge)", series_of(run.rounds, "/tiers/device_edge/sim_s", true)));
+  c.series.push_back(line("edge-cloud", series_of(run.rounds, "/tiers/edge_cloud/sim_s", true), "", 2.0, true));
+  return c;
+}
+
 ChartSpec time_chart(const Run& run) {
   ChartSpec c = chart(run, "Time (cumulative): simulated network vs wall clock", "seconds");
   c.y_from_zero = true;
@@ -417,7 +442,9 @@ std::string render_report(const std::string& run_dir) {
   std::string charts;
   std::vector<ChartSpec> specs = {loss_chart(run), perplexity_chart(run)};
   if (run.federated)
-    for (auto&& s : {client_chart(run), bytes_chart(run), time_chart(run), clients_chart(run)}) specs.push_back(s);
+    for (auto&& s : {client_chart(run), bytes_chart(run), tier_bytes_chart(run), time_chart(run), tier_time_chart(run),
+                     clients_chart(run)})
+      specs.push_back(s);
   for (const auto& s : specs)
     if (any_points(s)) charts += line_chart(s);
 

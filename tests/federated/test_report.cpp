@@ -87,6 +87,19 @@ TEST(Report, FederatedRunHasEveryChartAndEscapedText) {
   EXPECT_NE(html.find(">10 MB</text>"), std::string::npos);  // the cumulative bytes axis (9 MB) ends at 10 MB
 }
 
+TEST(Report, HierarchicalRunsGetPerTierCharts) {
+  TempDir tmp("report_tiers");
+  write_federated_run(tmp.path());
+  std::string metrics = read_text(tmp.path() + "/metrics.jsonl");
+  const std::string flat_html = render_report(tmp.path());
+  metrics += R"({"event":"round","round":3,"bytes_up":10,"bytes_down":10,"tiers":{"device_edge":{"bytes_up":7000000,"bytes_down":8000000,"sim_s":1.5},"edge_cloud":{"bytes_up":2000000,"bytes_down":2000000,"sim_s":0.2}}})" "\n";
+  write_text(tmp.path() + "/metrics.jsonl", metrics);
+  const std::string html = render_report(tmp.path());
+  EXPECT_EQ(count_of(html, "<svg"), count_of(flat_html, "<svg") + 2) << "bytes and simulated time per tier";
+  EXPECT_NE(html.find("device-edge up"), std::string::npos);
+  EXPECT_NE(html.find("Simulated time per tier"), std::string::npos);
+}
+
 TEST(Report, SameInputGivesSameBytes) {
   TempDir tmp("report_same");
   write_federated_run(tmp.path());
