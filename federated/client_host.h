@@ -20,6 +20,7 @@ struct ClientRoster {
   std::vector<std::string> names;      ///< partition order
   std::vector<int64_t> lora_ranks;     ///< LoRA rank per client (the global rank without LoRA)
   std::vector<bool> stragglers;        ///< computes straggler_slowdown times slower
+  std::vector<double> speeds;          ///< training tokens per simulated second (stragglers and client_speeds applied)
   std::vector<int64_t> local_steps;    ///< optimizer steps per round
   std::vector<int64_t> samples;        ///< training windows: the FedAvg weight
   std::map<int64_t, std::string> faults;  ///< testing aid: client -> fault it injects

@@ -98,6 +98,10 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
   r.lora_ranks = client_lora_ranks(o.fed.client_ranks, r.names, global_rank);
   r.stragglers = pick_share(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
   r.faults = parse_faults(o.fed.faults, r.names);
+  const auto speeds = parse_client_values(o.fed.client_speeds, r.names, "federated.client_speeds", 1e-6, 1e15);
+  for (int64_t c = 0; c < n; ++c)
+    r.speeds.push_back(speeds.count(c) ? speeds.at(c)
+                                       : o.fed.client_tokens_per_s / (r.stragglers[static_cast<size_t>(c)] ? o.fed.straggler_slowdown : 1.0));
   r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
   out.partition_file = summarize_partition(partition, docs.labels);
   if (o.topology.grouping == "key" && !o.topology.group_key.empty()) {
@@ -133,6 +137,7 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
                        {"val_windows", data.num_val_windows()}, {"local_steps", steps},
                        {"lora_rank", r.lora_ranks[static_cast<size_t>(c)]},
                        {"straggler", static_cast<bool>(r.stragglers[static_cast<size_t>(c)])},
+                       {"tokens_per_s", r.speeds[static_cast<size_t>(c)]},
                        {"attack", r.attacks.count(c) ? r.attacks.at(c) : ""},
                        {"host_rank", host_rank(c, world_size)}, {"document_refs", docs_of}});
   }
@@ -310,7 +315,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     encoding = std::make_unique<UpdateEncoding>(participant.update_shapes(global_rank), o.secure.range,
                                                 secure_sum_bound(o.secure, o.privacy, per_round));
     secure.reset(new SecureRoundContext{o.secure, o.privacy, clients.roster, *encoding, o.fed.min_clients, o.fed.deadline_s,
-                                        o.fed.client_tokens_per_s, o.fed.straggler_slowdown, o.fed.link, seed});
+                                        o.fed.link, seed});
   }
 
   if (!is_server) {

@@ -6,6 +6,7 @@
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/random.h"
+#include "federated/options.h"
 #include "federated/sampling.h"
 
 namespace fedsplit {
@@ -42,6 +43,9 @@ Hierarchy::Hierarchy(Topology topology, const TopologyOptions& options, Particip
   cloud_options_.sample_count = 0;
   cloud_options_.min_clients = 1;
   if (!options.edge_link.empty()) edge_link_ = parse_link("edge", options.edge_link, "topology.edge_link");
+  availability_.assign(devices.names.size(), options.availability);
+  for (const auto& [c, p] : parse_client_values(options.device_availability, devices.names, "topology.device_availability", 0.0, 1.0))
+    availability_[static_cast<size_t>(c)] = p;
   const bool robust_at_edges = options.robust_tier != "cloud", privacy_at_edges = options.privacy_tier != "cloud";
   for (size_t e = 0; e < topology_.devices.size(); ++e) {
     const auto& d = topology_.devices[e];
@@ -56,6 +60,7 @@ Hierarchy::Hierarchy(Topology topology, const TopologyOptions& options, Particip
     edge_roster_.names.push_back(topology_.edge_names[e]);
     edge_roster_.lora_ranks.push_back(global_rank);
     edge_roster_.stragglers.push_back(false);
+    edge_roster_.speeds.push_back(1.0);  // edges report no training tokens: the cloud charges only their transfers
     edge_roster_.local_steps.push_back(options.edge_rounds * fed.local_steps);
     edge_roster_.samples.push_back(samples);
   }
@@ -78,7 +83,7 @@ RoundReport Hierarchy::serve_round(Server& cloud, ClientHost& host, int64_t roun
       const int64_t edge_round = round * k2 + j;
       std::vector<int64_t> present;
       for (int64_t c : devices)
-        if (available(seed_, edge_round, c, options_.availability)) present.push_back(c);
+        if (available(seed_, edge_round, c, availability_[static_cast<size_t>(c)])) present.push_back(c);
       if (present.empty()) continue;
       const auto n = static_cast<int64_t>(present.size());
       std::vector<int64_t> sample;

@@ -46,6 +46,7 @@ class Hierarchy {
   ClientRoster edge_roster_;
   std::vector<std::unique_ptr<Server>> edges_;
   std::optional<LinkClass> edge_link_;
+  std::vector<double> availability_;  // per device
   uint64_t seed_;
 };
 

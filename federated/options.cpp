@@ -69,6 +69,7 @@ void bind_federated_options(Recipe& r, FederatedOptions& o) {
   r.add("federated.deadline_s", &o.deadline_s, "simulated seconds per round a client has (0 = no deadline)", 0.0, 1e9);
   r.add("federated.client_tokens_per_s", &o.client_tokens_per_s, "nominal client training speed for simulated time",
         1e-3, 1e12);
+  r.add("federated.client_speeds", &o.client_speeds, "per-client training speeds for simulated time: name=tokens_per_s items");
   r.add("federated.straggler_fraction", &o.straggler_fraction, "share of clients that are stragglers", 0.0, 1.0);
   r.add("federated.straggler_slowdown", &o.straggler_slowdown, "how many times slower a straggler computes", 1.0, 1e6);
   r.add("federated.eval_every", &o.eval_every, "rounds between held-out evaluations (and the last round)", 1, 1000000);
@@ -120,6 +121,27 @@ std::map<int64_t, std::string> parse_faults(const std::string& spec, const std::
     if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end())
       throw ConfigError("federated.faults: '" + item + "' is not client=kind with kind nonfinite, shape, dtype or silent");
     out[find_client(item.substr(0, eq), names, "federated.faults")] = kind;
+  }
+  return out;
+}
+
+std::map<int64_t, double> parse_client_values(const std::string& spec, const std::vector<std::string>& names,
+                                              const std::string& key, double min, double max) {
+  std::map<int64_t, double> out;
+  for (const auto& item : split_list(spec)) {
+    const auto eq = item.rfind('=');
+    double value = 0;
+    try {
+      if (eq == std::string::npos) throw std::invalid_argument(item);
+      size_t used = 0;
+      value = std::stod(item.substr(eq + 1), &used);
+      if (used != item.size() - eq - 1) throw std::invalid_argument(item);
+    } catch (const std::exception&) {
+      throw ConfigError(key + ": '" + item + "' is not client=number");
+    }
+    if (!(value >= min && value <= max))
+      throw ConfigError(key + ": '" + item + "' is out of range [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    out[find_client(item.substr(0, eq), names, key)] = value;
   }
   return out;
 }

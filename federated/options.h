@@ -32,6 +32,7 @@ struct FederatedOptions {
   std::string client_ranks;             ///< per-client LoRA ranks: numbers dealt to clients in turn, or name=rank items
   double deadline_s = 0;                ///< simulated seconds a client has per round; later ones are left out (0 = none)
   double client_tokens_per_s = 20000;   ///< nominal client compute speed, for simulated time
+  std::string client_speeds;            ///< "name=tokens_per_s" items: a client's own speed (overrides the two below)
   double straggler_fraction = 0;        ///< share of clients (seeded) that compute straggler_slowdown times slower
   double straggler_slowdown = 4;        ///< slowdown factor of a straggler
   int64_t eval_every = 1;               ///< rounds between held-out evaluations of the global model (and the last)
@@ -59,6 +60,11 @@ std::vector<int64_t> client_lora_ranks(const std::string& spec, const std::vecto
 /// The index of the client `name` (its partition name, or its index as a number) among `client_names`.
 /// ConfigError naming recipe key `key` and listing some clients otherwise.
 int64_t find_client(const std::string& name, const std::vector<std::string>& client_names, const std::string& key);
+
+/// Parses "name=number" items of recipe key `key` into client index -> value. ConfigError for an item
+/// that is not client=number, a value outside [min, max], or an unknown client.
+std::map<int64_t, double> parse_client_values(const std::string& spec, const std::vector<std::string>& client_names,
+                                              const std::string& key, double min, double max);
 
 /// Parses federated.faults into client index -> kind. ConfigError for an unknown client or kind.
 std::map<int64_t, std::string> parse_faults(const std::string& spec, const std::vector<std::string>& client_names);

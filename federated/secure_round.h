@@ -66,8 +66,6 @@ struct SecureRoundContext {
   const UpdateEncoding& encoding;
   int64_t min_clients = 1;
   double deadline_s = 0;                 ///< simulated seconds per client (0 = none), as in plain rounds
-  double client_tokens_per_s = 20000;
-  double straggler_slowdown = 4;
   std::string link;                      ///< network.link, for the deadline's transfer time
   uint64_t seed = 0;
 };

@@ -187,8 +187,7 @@ void Server::receive(const std::string& bytes, int64_t client, int from_rank) {
     return;
   }
   // Simulated time: the download, local compute at the client's speed, the upload.
-  const double speed = options_.client_tokens_per_s / (roster_.stragglers[i] ? options_.straggler_slowdown : 1.0);
-  const double compute_s = u.meta.value("tokens", 0.0) / speed;
+  const double compute_s = u.meta.value("tokens", 0.0) / roster_.speeds[i];
   const double network_s = link_ ? transfer_seconds(*link_, down, 1, false) +
                                        transfer_seconds(*link_, static_cast<int64_t>(bytes.size()), 1, true)
                                  : 0.0;
@@ -278,7 +277,7 @@ RoundReport Server::finish_secure_round(const SecureOutcome& o) {
   // Simulated time: the slowest survivor's download, compute and upload over the protocol's four steps.
   for (int64_t c : o.survivors) {
     const SecureClientReport& cost = o.costs.at(c);
-    const double speed = options_.client_tokens_per_s / (roster_.stragglers[static_cast<size_t>(c)] ? options_.straggler_slowdown : 1.0);
+    const double speed = roster_.speeds[static_cast<size_t>(c)];
     const double network_s = link_ ? transfer_seconds(*link_, round_bytes_ + cost.bytes_down, 4, false) +
                                          transfer_seconds(*link_, cost.bytes_up, 4, true)
                                    : 0.0;

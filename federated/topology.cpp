@@ -20,6 +20,7 @@ void bind_topology_options(Recipe& r, TopologyOptions& o) {
   r.add_choice("topology.robust_tier", &o.robust_tier, {"edge", "cloud", "both"}, "where the [robust] rule combines updates");
   r.add_choice("topology.privacy_tier", &o.privacy_tier, {"edge", "cloud", "both"}, "where central DP ([privacy] dp = central) applies");
   r.add("topology.availability", &o.availability, "chance that a device is available in an edge round (seeded)", 0.0, 1.0);
+  r.add("topology.device_availability", &o.device_availability, "per-device availability: name=p items (override topology.availability)");
 }
 
 Topology build_topology(const TopologyOptions& o, const std::vector<std::string>& names,

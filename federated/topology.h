@@ -22,6 +22,7 @@ struct TopologyOptions {
   std::string robust_tier = "cloud"; ///< where [robust] applies: edge | cloud | both
   std::string privacy_tier = "cloud";///< where central [privacy] DP applies: edge | cloud | both
   double availability = 1.0;         ///< chance that a device is available in an edge round (seeded)
+  std::string device_availability;   ///< "name=p" items: a device's own availability (overrides the above)
 
   /// Whether the recipe asks for a hierarchy at all.
   bool enabled() const { return edges > 0 || grouping != "equal"; }

@@ -127,3 +127,22 @@ TEST_F(CliHierarchical, KeysThatDoNotFitAreRefused) {
     EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
   }
 }
+
+TEST_F(CliHierarchical, DeviceSpeedsAndAvailabilityShapeTheEdgeTier) {
+  const TempDir& tmp = *tmp_;
+  // ahab never shows up; starbuck computes so slowly that the edge deadline leaves it out.
+  const std::string dir = run_ok(tmp, "profiles", fedavg_recipe(tmp, tmp / "profiles",
+      "rounds = 1\nclient_speeds = starbuck=1\ndeadline_s = 100\nlocal_steps = 2\n") +
+      "\n[topology]\nedges = 2\nedge_rounds = 2\ndevice_availability = ahab=0\n");
+  const auto round = events(dir, "round").at(0);
+  EXPECT_EQ(round["tiers"]["device_edge"]["device_updates"], 4) << "2 edge rounds x (4 devices - ahab - starbuck)";
+  int late = 0;
+  for (const auto& e : round["excluded"]) late += e["client"] == "starbuck" && e["reason"].get<std::string>().rfind("late:", 0) == 0;
+  EXPECT_EQ(late, 2);
+  const auto partition = nlohmann::json::parse(read_text(dir + "/partition.json"));
+  for (const auto& c : partition["client_list"]) {
+    if (c["name"] == "starbuck") {
+      EXPECT_EQ(c["tokens_per_s"], 1.0);
+    }
+  }
+}
