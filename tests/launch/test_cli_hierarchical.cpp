@@ -146,3 +146,15 @@ TEST_F(CliHierarchical, DeviceSpeedsAndAvailabilityShapeTheEdgeTier) {
     }
   }
 }
+
+TEST_F(CliHierarchical, AStoppedRunResumesToTheSameModel) {
+  const TempDir& tmp = *tmp_;
+  const std::string topology = "\n[topology]\nedges = 2\nedge_rounds = 2\n";
+  const std::string whole = run_ok(tmp, "whole", fedavg_recipe(tmp, tmp / "whole", "rounds = 2\nsample_count = 1\n") + topology);
+  write_text(tmp / "parts.ini", fedavg_recipe(tmp, tmp / "parts", "rounds = 2\nsample_count = 1\n") + topology);
+  auto r = run_fedsplit("run " + (tmp / "parts.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "parts.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(max_difference(global_of(whole), global_of(tmp / "parts")), 0.0);
+}
