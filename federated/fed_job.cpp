@@ -456,6 +456,9 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                          {"job_wall_s", std::chrono::duration<double>(Clock::now() - job_start).count()},
                          {"peak_host_memory_bytes", peak_host_memory_bytes()},
                          {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
+  if (hierarchy)
+    summary.update({{"edges", hierarchy->topology().edge_names.size()}, {"edge_rounds", o.topology.edge_rounds},
+                    {"bytes_note", "bytes_up/down: the edge-cloud links (device-edge bytes per round are in metrics.jsonl tiers)"}});
   if (totals.contains("epsilon")) summary.update({{"epsilon", totals["epsilon"]}, {"delta", o.privacy.delta}});
   if (totals.contains("local_epsilon_max"))
     summary.update({{"local_epsilon_max", totals["local_epsilon_max"]}, {"delta", o.privacy.delta}});

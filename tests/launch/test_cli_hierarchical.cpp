@@ -90,6 +90,8 @@ TEST_F(CliHierarchical, EdgeRoundsSaveCloudTrafficForTheSameLocalWork) {
   const auto f = nlohmann::json::parse(read_text(flat + "/summary.json")), h = nlohmann::json::parse(read_text(hier + "/summary.json"));
   // Cloud link: flat moves 6 rounds x 6 device updates, hierarchical 2 rounds x 2 edge models.
   EXPECT_LT(h["bytes_up"].get<double>() * 8, f["bytes_up"].get<double>());
+  EXPECT_EQ(h["edges"], 2);
+  EXPECT_EQ(h["edge_rounds"], 3);
 }
 
 TEST_F(CliHierarchical, DevicesGroupedByAMetadataKey) {
