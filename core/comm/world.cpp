@@ -1,6 +1,7 @@
 #include "core/comm/world.h"
 
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <mpi.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -210,6 +212,8 @@ struct World::Impl {
   std::string backend = "none";
   torch::Device device = torch::kCPU;
   double timeout_s = 600;
+  CommOptions options;    // what joined this world, for its subgroups
+  bool loopback = false;  // every rank on one host
   c10::intrusive_ptr<c10d::Store> store;
   std::unique_ptr<Transport> transport;
   std::atomic<int64_t> bytes_sent{0}, bytes_received{0}, messages_sent{0}, messages_received{0};
@@ -245,10 +249,12 @@ struct World::Impl {
 
   /// Joins this world's c10d group (rank, size, store and device already set). Gloo binds options.interface when
   /// given, else loopback when `loopback` (every rank on one host), else the address of this host's name.
-  void join(const CommOptions& options, bool loopback);
+  void join(const CommOptions& join_options, bool on_one_host);
 };
 
-void World::Impl::join(const CommOptions& options, bool loopback) {
+void World::Impl::join(const CommOptions& join_options, bool on_one_host) {
+  options = join_options;
+  loopback = on_one_host;
   guarded(cat("joining the ", backend, " group of ", size, " ranks"),
           cat("check that all ", size, " ranks start and reach World creation"), [&] {
             if (backend == "gloo") {
@@ -497,6 +503,29 @@ void World::broadcast_bytes(std::string& bytes, int root) {
   if (n == 0) return;
   auto payload = torch::from_blob(bytes.data(), {n}, torch::kUInt8);
   broadcast(payload, root);
+}
+
+std::shared_ptr<World> World::subgroup(const std::vector<int>& members, const std::string& name) {
+  const auto& w = *impl_;
+  const auto self = std::find(members.begin(), members.end(), w.rank);
+  for (size_t i = 0; i < members.size(); ++i)
+    if (members[i] < 0 || members[i] >= w.size || (i > 0 && members[i] <= members[i - 1]))
+      throw CommError(cat("rank ", w.rank, ": subgroup '", name, "' needs distinct ascending ranks of 0..", w.size - 1));
+  if (self == members.end())
+    throw CommError(cat("rank ", w.rank, " is not a member of subgroup '", name, "': only its members may create it"));
+  auto impl = std::make_unique<Impl>();
+#if defined(FEDSPLIT_HAVE_MPI)
+  impl->mpi = w.mpi;
+#endif
+  impl->timeout_s = w.timeout_s;
+  impl->rank = static_cast<int>(self - members.begin());
+  impl->size = static_cast<int>(members.size());
+  impl->device = w.device;
+  if (impl->size == 1) return std::shared_ptr<World>(new World(std::move(impl)));
+  impl->backend = w.backend;
+  impl->store = c10::make_intrusive<c10d::PrefixStore>("subgroup/" + name, w.store);
+  impl->join(w.options, w.loopback);
+  return std::shared_ptr<World>(new World(std::move(impl)));
 }
 
 TrafficStats World::traffic() const {

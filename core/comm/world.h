@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace fedsplit {
 
@@ -63,6 +64,14 @@ class World {
   /// Length-prefixed broadcast of `bytes` from `root`: the other ranks' `bytes` are replaced by root's.
   void broadcast_bytes(std::string& bytes, int root);
   TrafficStats traffic() const;
+
+  /// A world over some of this world's ranks, for collectives among them alone (an edge and the ranks
+  /// of its devices): its rank r is members[r]. `members` lists world ranks, ascending, this rank among
+  /// them; every member calls it with the same members and `name` (unique per subgroup), at about the
+  /// same time, and non-members do not call it. Subgroups with disjoint members run in parallel. It has
+  /// the parent's backend, device and timeout, rendezvouses through the parent's store under a prefix,
+  /// and counts its own traffic. CommError for members that do not fit.
+  std::shared_ptr<World> subgroup(const std::vector<int>& members, const std::string& name);
 
  private:
   struct Impl;

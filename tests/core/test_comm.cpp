@@ -217,6 +217,30 @@ TEST(Comm, BadPeersAndTagsThrow) {
   });
 }
 
+TEST(Comm, SubgroupsRunCollectivesAmongTheirMembersAlone) {
+  // Ranks {0, 1} and {2, 3} broadcast within their own subgroup at the same time, then the world
+  // broadcasts again: the subgroups neither mix their data nor disturb the parent.
+  run_ranks("subgroups", 4, [](World& world) {
+    const bool first = world.rank() < 2;
+    const std::vector<int> members = first ? std::vector<int>{0, 1} : std::vector<int>{2, 3};
+    auto sub = world.subgroup(members, first ? "edge-a" : "edge-b");
+    EXPECT_EQ(sub->size(), 2);
+    EXPECT_EQ(sub->rank(), world.rank() % 2);
+    auto t = torch::full({3}, sub->rank() == 0 ? 10.0f + static_cast<float>(members[0]) : -1.0f);
+    sub->broadcast(t, 0);
+    EXPECT_TRUE(torch::equal(t, torch::full({3}, 10.0f + static_cast<float>(members[0]))));
+    EXPECT_EQ(sub->traffic().bytes_sent + sub->traffic().bytes_received, 12);
+    auto all = torch::full({1}, world.rank() == 0 ? 7.0f : 0.0f);
+    world.broadcast(all, 0);
+    EXPECT_EQ(all.item<float>(), 7.0f);
+    sub->barrier();
+    auto alone = world.subgroup({world.rank()}, "alone-" + std::to_string(world.rank()));
+    EXPECT_EQ(alone->size(), 1);
+    expect_one_line_error<CommError>([&] { world.subgroup({(world.rank() + 1) % 4}, "not-mine"); }, {"is not a member"});
+    expect_one_line_error<CommError>([&] { world.subgroup({1, 0}, "unsorted"); }, {"distinct ascending"});
+  });
+}
+
 TEST(Comm, WorldOfOneWithoutMpirun) {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"}) ::unsetenv(name);
   auto w = World::create({});

@@ -68,6 +68,15 @@ TEST(CommMpi, Child) {
   const int64_t received = world->rank() == 0 ? 4000 + 8 + 11 + 24 : 4000;
   EXPECT_EQ(stats.bytes_sent, sent);
   EXPECT_EQ(stats.bytes_received, received);
+
+  // A subgroup of both ranks rendezvouses through the TCPStore under its own prefix and broadcasts;
+  // a singleton subgroup needs no peer.
+  auto pair = world->subgroup({0, 1}, "pair");
+  auto flag = torch::full({2}, world->rank() == 0 ? 5.0f : 0.0f);
+  pair->broadcast(flag, 0);
+  EXPECT_TRUE(torch::equal(flag, torch::full({2}, 5.0f)));
+  EXPECT_EQ(world->subgroup({world->rank()}, "self-" + std::to_string(world->rank()))->size(), 1);
+  pair->barrier();
   if (!::testing::Test::HasFailure()) std::cout << "comm child rank " << world->rank() << " ok" << std::endl;
 }
 
