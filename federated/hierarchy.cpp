@@ -106,7 +106,8 @@ RoundReport Hierarchy::serve_round(Server& cloud, ClientHost& host, int64_t roun
     }
     // An edge none of whose rounds aggregated anything has no model of its own to send.
     Message up;
-    up.meta = {{"client", static_cast<int64_t>(e)}, {"round", round}, {"status", aggregated_rounds > 0 ? "ok" : "silent"},
+    up.meta = {{"client", static_cast<int64_t>(e)}, {"round", round}, {"status", aggregated_rounds > 0 ? "ok" : "failed"},
+               {"reason", "none of its edge rounds aggregated a device update (no device available or valid)"},
                {"samples", edge_roster_.samples[e]}, {"loss", edge_loss}};
     if (aggregated_rounds > 0) {
       up.tensors = edge.global();

@@ -141,6 +141,12 @@ TEST_F(CliHierarchical, DeviceSpeedsAndAvailabilityShapeTheEdgeTier) {
   int late = 0;
   for (const auto& e : round["excluded"]) late += e["client"] == "starbuck" && e["reason"].get<std::string>().rfind("late:", 0) == 0;
   EXPECT_EQ(late, 2);
+  // An edge none of whose devices is ever available sends nothing; the cloud averages the other.
+  const std::string empty_edge = run_ok(tmp, "empty_edge", fedavg_recipe(tmp, tmp / "empty_edge", "rounds = 1\n") +
+      "\n[topology]\nedges = 2\ndevice_availability = ahab=0 ishmael=0\n");
+  const auto r = events(empty_edge, "round").at(0);
+  EXPECT_EQ(r["clients_aggregated"], 1);
+  EXPECT_NE(r["excluded"].dump().find("none of its edge rounds aggregated"), std::string::npos) << r["excluded"].dump();
   const auto partition = nlohmann::json::parse(read_text(dir + "/partition.json"));
   for (const auto& c : partition["client_list"]) {
     if (c["name"] == "starbuck") {
