@@ -104,19 +104,9 @@ ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::st
                                        : o.fed.client_tokens_per_s / (r.stragglers[static_cast<size_t>(c)] ? o.fed.straggler_slowdown : 1.0));
   r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
   out.partition_file = summarize_partition(partition, docs.labels);
-  if (o.topology.grouping == "key" && !o.topology.group_key.empty()) {
-    // Each device's edge: the value of group_key most of its documents have (ties: the smallest).
-    const auto group_docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.topology.group_key);
-    for (const auto& docs_of : partition.documents) {
-      std::map<std::string, int64_t> votes;
-      for (const auto i : docs_of) ++votes[group_docs.labels[static_cast<size_t>(i)]];
-      std::string best;
-      int64_t most = 0;
-      for (const auto& [value, count] : votes)
-        if (count > most) best = value, most = count;
-      out.groups.push_back(best);
-    }
-  }
+  if (o.topology.grouping == "key" && !o.topology.group_key.empty())
+    out.groups = majority_labels(partition.documents,
+                                 labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.topology.group_key).labels);
   out.partition_file["partition_key"] = key;
   nlohmann::json clients = nlohmann::json::array();
   for (int64_t c = 0; c < n; ++c) {

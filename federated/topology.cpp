@@ -23,6 +23,21 @@ void bind_topology_options(Recipe& r, TopologyOptions& o) {
   r.add("topology.device_availability", &o.device_availability, "per-device availability: name=p items (override topology.availability)");
 }
 
+std::vector<std::string> majority_labels(const std::vector<std::vector<int64_t>>& documents,
+                                         const std::vector<std::string>& labels) {
+  std::vector<std::string> out;
+  for (const auto& docs_of : documents) {
+    std::map<std::string, int64_t> votes;
+    for (const auto i : docs_of) ++votes[labels.at(static_cast<size_t>(i))];
+    std::string best;
+    int64_t most = 0;
+    for (const auto& [value, count] : votes)
+      if (count > most) best = value, most = count;
+    out.push_back(best);
+  }
+  return out;
+}
+
 Topology build_topology(const TopologyOptions& o, const std::vector<std::string>& names,
                         const std::vector<std::string>& groups) {
   const auto n = static_cast<int64_t>(names.size());

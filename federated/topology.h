@@ -36,6 +36,11 @@ struct Topology {
   std::vector<std::vector<int64_t>> devices;  ///< per edge, the device (client) indices, ascending
 };
 
+/// For each device (its document indices), the label most of its documents have (ties: the smallest):
+/// the edge a device joins under grouping = key.
+std::vector<std::string> majority_labels(const std::vector<std::vector<int64_t>>& documents,
+                                         const std::vector<std::string>& labels);
+
 /// Groups `device_names` (partition order) into edges. `device_groups[i]` is device i's value of
 /// group_key (grouping = key; edges are named by the values, in order of first appearance).
 /// ConfigError (naming the topology key) for an edge count that does not fit, sizes that do not sum
