@@ -68,7 +68,7 @@ Hierarchy::Hierarchy(Topology topology, const TopologyOptions& options, Particip
 
 RoundReport Hierarchy::serve_round(Server& cloud, ClientHost& host, int64_t round) {
   const int64_t k2 = options_.edge_rounds;
-  nlohmann::json edge_tier{{"bytes_up", 0}, {"bytes_down", 0}, {"edge_rounds", 0}, {"device_updates", 0}, {"sim_s", 0.0}};
+  int64_t tier_up = 0, tier_down = 0, tier_rounds = 0, tier_updates = 0;  // device-edge links, all edges
   std::vector<std::string> messages;
   std::vector<double> edge_sim(edges_.size(), 0.0);
   double loss = 0, loss_weight = 0, client_wall = 0;
@@ -95,10 +95,10 @@ RoundReport Hierarchy::serve_round(Server& cloud, ClientHost& host, int64_t roun
       host.on_round(m);
       for (int64_t c : sample) edge.receive(host.train_client(c), c, 0);
       const RoundReport r = edge.finish_round();
-      edge_tier["bytes_up"] = edge_tier["bytes_up"].get<int64_t>() + r.bytes_up;
-      edge_tier["bytes_down"] = edge_tier["bytes_down"].get<int64_t>() + r.bytes_down;
-      edge_tier["device_updates"] = edge_tier["device_updates"].get<int64_t>() + r.aggregated;
-      edge_tier["edge_rounds"] = edge_tier["edge_rounds"].get<int64_t>() + 1;
+      tier_up += r.bytes_up;
+      tier_down += r.bytes_down;
+      tier_updates += r.aggregated;
+      ++tier_rounds;
       for (const auto& x : r.excluded) excluded.push_back({{"client", x["client"]}, {"edge", topology_.edge_names[e]}, {"reason", x["reason"]}});
       edge_sim[e] += r.sim_round_s;
       client_wall += r.client_wall_s;
@@ -124,19 +124,18 @@ RoundReport Hierarchy::serve_round(Server& cloud, ClientHost& host, int64_t roun
   double round_sim = 0;
   for (size_t e = 0; e < edges_.size(); ++e) {
     cloud.receive(messages[e], static_cast<int64_t>(e), 0);
-    const double link_s = edge_link_ ? transfer_seconds(*edge_link_, down_bytes, 1, false) +
-                                           transfer_seconds(*edge_link_, static_cast<int64_t>(messages[e].size()), 1, true)
-                                     : 0.0;
+    const double link_s = exchange_seconds(edge_link_, down_bytes, static_cast<int64_t>(messages[e].size()), 1);
     round_sim = std::max(round_sim, edge_sim[e] + link_s);
-    edge_tier["sim_s"] = std::max(edge_tier["sim_s"].get<double>(), edge_sim[e]);
   }
+  const double edge_tier_s = edge_sim.empty() ? 0.0 : *std::max_element(edge_sim.begin(), edge_sim.end());
   RoundReport report = cloud.finish_round();
   report.sim_round_s = round_sim;
   report.client_wall_s = client_wall;
   report.train_loss = loss_weight > 0 ? loss / loss_weight : std::nan("");
   for (const auto& x : excluded) report.excluded.push_back(x);
-  report.tiers = {{"device_edge", edge_tier},
-                  {"edge_cloud", {{"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down}, {"sim_s", round_sim - edge_tier["sim_s"].get<double>()}}}};
+  report.tiers = {{"device_edge", {{"bytes_up", tier_up}, {"bytes_down", tier_down}, {"edge_rounds", tier_rounds},
+                                   {"device_updates", tier_updates}, {"sim_s", edge_tier_s}}},
+                  {"edge_cloud", {{"bytes_up", report.bytes_up}, {"bytes_down", report.bytes_down}, {"sim_s", round_sim - edge_tier_s}}}};
   return report;
 }
 

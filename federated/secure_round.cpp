@@ -287,8 +287,7 @@ std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, co
     charge(c, m, true);
     const auto i = static_cast<size_t>(c);
     const auto& cost = out.costs[c];
-    const double sim_s = cost.tokens / cx.roster.speeds[i] + (link ? transfer_seconds(*link, cost.bytes_down, 3, false) +
-                                                           transfer_seconds(*link, cost.bytes_up, 3, true) : 0.0);
+    const double sim_s = cost.tokens / cx.roster.speeds[i] + exchange_seconds(link, cost.bytes_down, cost.bytes_up, 3);
     if (cx.deadline_s > 0 && sim_s > cx.deadline_s) {  // late: treated as a dropout, its masks are removed
       exclude(c, "late: needed " + std::to_string(sim_s) + " simulated s, deadline " + std::to_string(cx.deadline_s) + " s");
       continue;

@@ -188,9 +188,7 @@ void Server::receive(const std::string& bytes, int64_t client, int from_rank) {
   }
   // Simulated time: the download, local compute at the client's speed, the upload.
   const double compute_s = u.meta.value("tokens", 0.0) / roster_.speeds[i];
-  const double network_s = link_ ? transfer_seconds(*link_, down, 1, false) +
-                                       transfer_seconds(*link_, static_cast<int64_t>(bytes.size()), 1, true)
-                                 : 0.0;
+  const double network_s = exchange_seconds(link_, down, static_cast<int64_t>(bytes.size()), 1);
   if (options_.deadline_s > 0 && compute_s + network_s > options_.deadline_s) {
     exclude(client, "late: needed " + std::to_string(compute_s + network_s) + " simulated s, deadline " +
                         std::to_string(options_.deadline_s) + " s");
@@ -278,9 +276,7 @@ RoundReport Server::finish_secure_round(const SecureOutcome& o) {
   for (int64_t c : o.survivors) {
     const SecureClientReport& cost = o.costs.at(c);
     const double speed = roster_.speeds[static_cast<size_t>(c)];
-    const double network_s = link_ ? transfer_seconds(*link_, round_bytes_ + cost.bytes_down, 4, false) +
-                                         transfer_seconds(*link_, cost.bytes_up, 4, true)
-                                   : 0.0;
+    const double network_s = exchange_seconds(link_, round_bytes_ + cost.bytes_down, cost.bytes_up, 4);
     report_.sim_round_s = std::max(report_.sim_round_s, cost.tokens / speed + network_s);
     report_.sim_network_s = std::max(report_.sim_network_s, network_s);
   }

@@ -19,6 +19,11 @@ double transfer_seconds(const LinkClass& link, int64_t bytes, int64_t messages, 
   return wire + static_cast<double>(messages) * link.latency_ms / 1000.0;
 }
 
+double exchange_seconds(const std::optional<LinkClass>& link, int64_t down_bytes, int64_t up_bytes, int64_t messages) {
+  if (!link) return 0.0;
+  return transfer_seconds(*link, down_bytes, messages, false) + transfer_seconds(*link, up_bytes, messages, true);
+}
+
 namespace {
 
 /// One non-negative finite number, with optional spaces around it; false otherwise.

@@ -286,6 +286,10 @@ TEST(LinkModel, TransferSecondsIsBandwidthPlusLatencyPerMessage) {
   link.up_mbps = 0;  // unlimited: only the latency remains
   EXPECT_DOUBLE_EQ(transfer_seconds(link, 1 << 30, 3, true), 0.09);
   EXPECT_THROW(transfer_seconds(link, -1, 0, true), Error);
+  // An exchange: down at the downlink's speed, up at the uplink's, each with its messages' latency.
+  EXPECT_DOUBLE_EQ(exchange_seconds(link, 1000000, 3000000, 2), transfer_seconds(link, 1000000, 2, false) +
+                                                                   transfer_seconds(link, 3000000, 2, true));
+  EXPECT_EQ(exchange_seconds(std::nullopt, 1000000, 3000000, 2), 0.0) << "no link model, no network time";
 }
 
 TEST(LinkModel, ParsesUpDownLatency) {

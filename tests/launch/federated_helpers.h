@@ -1,8 +1,11 @@
 // Helpers of the federated CLI tests: a small labelled corpus (the fixture text's paragraphs dealt to
-// four speakers), recipe sections, and readers for a run's metrics and server checkpoint.
+// four speakers), recipe sections, running a recipe, and reading and comparing a run's metrics and
+// server checkpoint.
 #pragma once
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -10,6 +13,7 @@
 #include <vector>
 
 #include "core/io/hdf5.h"
+#include "tests/launch/cli_helpers.h"
 #include "tests/test_support.h"
 
 namespace fedsplit::testing {
@@ -72,6 +76,23 @@ inline std::map<std::string, torch::Tensor> global_of(const std::string& run_dir
   std::map<std::string, torch::Tensor> out;
   for (const auto& name : g.children()) out[name] = g.read_tensor(name);
   return out;
+}
+
+/// Writes `recipe` as <tmp>/<name>.ini, runs it (expecting success) and returns <tmp>/<name>, the run
+/// directory such recipes name.
+inline std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
+  write_text(tmp / (name + ".ini"), recipe);
+  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return tmp / name;
+}
+
+/// The largest element-wise difference between two sets of global tensors (which must have the same names).
+inline double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
+  return worst;
 }
 
 }  // namespace fedsplit::testing

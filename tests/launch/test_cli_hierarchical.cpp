@@ -28,20 +28,6 @@ class CliHierarchical : public ::testing::Test {
 };
 TempDir* CliHierarchical::tmp_ = nullptr;
 
-std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
-  write_text(tmp / (name + ".ini"), recipe);
-  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return tmp / name;
-}
-
-double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
-  return worst;
-}
-
 }  // namespace
 
 TEST_F(CliHierarchical, OneEdgeWithOneEdgeRoundIsFlatFedAvgBitForBit) {

@@ -25,13 +25,6 @@ std::string ten_clients(const TempDir& tmp, const std::string& dir, const std::s
   return fedavg_recipe(tmp, dir, federated.substr(federated.find('\n') + 1)) + "\n" + sections;
 }
 
-double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double worst = 0;
-  for (const auto& [name, t] : a) worst = std::max(worst, (t - b.at(name)).abs().max().item<double>());
-  return worst;
-}
-
 class CliSecure : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -48,13 +41,6 @@ class CliSecure : public ::testing::Test {
   static TempDir* tmp_;
 };
 TempDir* CliSecure::tmp_ = nullptr;
-
-std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
-  write_text(tmp / (name + ".ini"), recipe);
-  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return tmp / name;
-}
 
 }  // namespace
 
