@@ -27,7 +27,18 @@ struct ClientRoster {
   std::map<int64_t, std::string> attacks; ///< attack simulation: client -> attack kind
 };
 
-class ClientHost {
+/// Where a round's updates come from: clients training here (ClientHost) or, at a hierarchy's cloud
+/// tier, the edges' models.
+class UpdateSource {
+ public:
+  virtual ~UpdateSource() = default;
+  /// `client`'s update message for the current round, encoded.
+  virtual std::string train_client(int64_t client) = 0;
+  /// The global parameters the updates are measured against.
+  virtual const TensorMap& round_global() const = 0;
+};
+
+class ClientHost : public UpdateSource {
  public:
   /// `shares_server_model`: this rank is also the server (a world of one), whose model already holds
   /// every flora merge.
@@ -37,9 +48,9 @@ class ClientHost {
   /// Takes a round message: its global parameters, or (flora) the stacked update to merge once.
   void on_round(const Message& round);
   /// Trains `client` for the current round and returns its update message, encoded.
-  std::string train_client(int64_t client);
+  std::string train_client(int64_t client) override;
   /// The global parameters clients start from this round (what their updates are measured against).
-  const TensorMap& round_global() const { return global_; }
+  const TensorMap& round_global() const override { return global_; }
 
  private:
   Participant& participant_;

@@ -41,12 +41,13 @@ void check_options(const FederatedJobOptions& o) {
                       "(fedavg averages A and B of one shape)");
   }
   if (o.robust.rule != "none") check_robust_options(o.robust);
-  check_secure_options(o.secure, o.privacy, o.robust.rule, o.peft.method == "lora" ? f.lora_aggregation : "fedavg");
-  if (o.topology.enabled()) {
-    if (o.secure.aggregation != "none")
-      throw ConfigError("secure.aggregation does not run in a [topology] hierarchy yet: use one or the other");
+  const std::string lora_aggregation = o.peft.method == "lora" ? f.lora_aggregation : "fedavg";
+  if (!o.topology.enabled()) {
+    check_secure_options(o.secure, o.privacy, o.robust.rule, lora_aggregation);
+  } else {
     if (f.lora_aggregation == "flora")
       throw ConfigError("federated.lora_aggregation = flora merges every round into the base, which edges cannot share: use fedavg, hetlora or ffa");
+    check_tier_options(o.topology, o.secure, o.privacy, o.robust.rule, lora_aggregation);
   }
   if (f.backend == "nccl" && o.lm.run.device == "cpu")
     throw ConfigError("federated.backend = nccl moves CUDA tensors: set run.device = cuda (one GPU per rank), or use gloo");
@@ -299,9 +300,15 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
 
   ClientHost host(participant, clients.datasets, clients.roster, client_training(o), o.attack, seed, /*shares_server_model=*/is_server);
+  const RobustOptions* robust = o.robust.rule == "none" ? nullptr : &o.robust;
+  std::unique_ptr<Hierarchy> hierarchy;
+  if (o.topology.enabled())
+    hierarchy = std::make_unique<Hierarchy>(*world, build_topology(o.topology, clients.roster.names, clients.groups), o.topology,
+                                            participant, clients.roster, o.fed, global_rank,
+                                            TierProtection{robust, o.privacy, o.secure}, seed);
   std::unique_ptr<UpdateEncoding> encoding;
   std::unique_ptr<SecureRoundContext> secure;
-  if (o.secure.aggregation != "none") {
+  if (o.secure.aggregation != "none" && !hierarchy) {
     encoding = std::make_unique<UpdateEncoding>(participant.update_shapes(global_rank), o.secure.range,
                                                 secure_sum_bound(o.secure, o.privacy, per_round));
     secure.reset(new SecureRoundContext{o.secure, o.privacy, clients.roster, *encoding, o.fed.min_clients, o.fed.deadline_s,
@@ -309,23 +316,23 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   }
 
   if (!is_server) {
-    follow_server(*world, participant, host, num_clients, per_round, seed, secure.get());
+    if (hierarchy)
+      hierarchy->follow(host);
+    else
+      follow_server(*world, participant, host, num_clients, per_round, seed, secure.get());
     return {};
   }
 
   log_info("federated: ", num_clients, " clients (", o.fed.partition.scheme, "), ", per_round, " per round, ",
            o.fed.rounds, " rounds, world of ", world->size(), " (", world->backend(), "), on ", device.str());
-  const RobustOptions* robust = o.robust.rule == "none" ? nullptr : &o.robust;
-  std::unique_ptr<Hierarchy> hierarchy;
-  if (o.topology.enabled()) {
-    if (world->size() > 1)
-      throw ConfigError("[topology] runs in one process for now: start it without mpirun (or with -np 1)");
-    hierarchy = std::make_unique<Hierarchy>(build_topology(o.topology, clients.roster.names, clients.groups), o.topology,
-                                            participant, clients.roster, o.fed, global_rank, robust, &o.privacy, seed);
+  if (hierarchy) {
     nlohmann::json edges = nlohmann::json::object();
     for (size_t e = 0; e < hierarchy->topology().edge_names.size(); ++e) {
       nlohmann::json members = nlohmann::json::array();
-      for (int64_t c : hierarchy->topology().devices[e]) members.push_back(clients.roster.names[static_cast<size_t>(c)]);
+      for (int64_t c : hierarchy->topology().devices[e]) {
+        members.push_back(clients.roster.names[static_cast<size_t>(c)]);
+        clients.partition_file["client_list"][static_cast<size_t>(c)]["host_rank"] = hierarchy->device_rank(c);
+      }
       edges[hierarchy->topology().edge_names[e]] = members;
     }
     clients.partition_file["edges"] = edges;
@@ -351,12 +358,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     server.optimizer().load_state(ckpt.optimizer_state, ckpt.optimizer_rounds);
     if (!ckpt.base.empty()) participant.load_base_weights(ckpt.base);
     totals = nlohmann::json::parse(ckpt.extra);
-    if (totals.contains("privacy")) server.load_privacy_state(totals["privacy"]);
-    if (totals.contains("trust")) {
-      std::map<int64_t, double> trust;
-      for (const auto& [client, value] : totals["trust"].items()) trust[std::stoll(client)] = value.get<double>();
-      server.load_trust(trust);
-    }
+    server.load_state(totals);
+    if (hierarchy && totals.contains("edges")) hierarchy->load_edge_states(totals["edges"]);
     log_info("resuming ", ckpt_path, " after round ", start_round);
   }
   Message start;
@@ -364,8 +367,14 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   start.tensors = server.global();
   if (participant.lora_aggregation() == "flora")
     for (const auto& [name, t] : participant.base_weights()) start.tensors["base/" + name] = t;
-  share(*world, start);
+  if (!hierarchy) share(*world, start);  // edges and devices start from each cloud round's model
 
+  auto end_followers = [&](const std::string& kind) {
+    if (hierarchy)
+      hierarchy->end(kind);
+    else
+      tell(*world, kind);
+  };
   MetricsWriter metrics(o.lm.run.dir + "/metrics.jsonl", /*truncate=*/!resume);
   nlohmann::json eval = nlohmann::json::object();
   auto evaluate = [&](int64_t round) {
@@ -380,14 +389,15 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     totals["base_val_loss"] = eval["val_loss"];
   }
   const auto job_start = Clock::now();
-  const TrafficStats traffic_start = world->traffic();
+  auto traffic = [&] { return hierarchy ? hierarchy->cloud_traffic() : world->traffic(); };
+  const TrafficStats traffic_start = traffic();
   for (int64_t round = start_round; round < o.fed.rounds; ++round) {
     const auto t0 = Clock::now();
-    const TrafficStats wire0 = world->traffic();
+    const TrafficStats wire0 = traffic();
     const RoundReport report =
         hierarchy ? hierarchy->serve_round(server, host, round)
                   : serve_round(*world, server, host, o.fed, round, num_clients, per_round, seed, ckpt_path, secure.get());
-    const TrafficStats wire1 = world->traffic();
+    const TrafficStats wire1 = traffic();
     const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
     totals["bytes_up"] = totals["bytes_up"].get<int64_t>() + report.bytes_up;
     totals["bytes_down"] = totals["bytes_down"].get<int64_t>() + report.bytes_down;
@@ -407,16 +417,16 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
              report.privacy.contains("local") ? ", local DP-SGD epsilon " + report.privacy["local"]["epsilon_max"].dump() : "");
     if (report.privacy.contains("epsilon")) totals["epsilon"] = report.privacy["epsilon"];
     if (report.privacy.contains("local")) totals["local_epsilon_max"] = report.privacy["local"]["epsilon_max"];
+    if (report.tiers.contains("device_edge") && report.tiers["device_edge"].contains("epsilon_max"))
+      totals["edge_epsilon_max"] = report.tiers["device_edge"]["epsilon_max"];
     const bool last = round + 1 == o.fed.rounds;
     if (last || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
     ServerCheckpoint ckpt;
     ckpt.round = round + 1;
     ckpt.optimizer_rounds = server.optimizer().rounds();
     ckpt.recipe = recipe_ini;
-    nlohmann::json trust = nlohmann::json::object();
-    for (const auto& [client, value] : server.trust()) trust[std::to_string(client)] = value;
-    totals["trust"] = trust;
-    totals["privacy"] = server.privacy_state();
+    totals.update(server.state());
+    if (hierarchy) totals["edges"] = hierarchy->edge_states();
     ckpt.extra = totals.dump();
     ckpt.global = server.global();
     ckpt.optimizer_state = server.optimizer().state();
@@ -424,11 +434,11 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     save_server_checkpoint(ckpt_path, ckpt);
     if (o.lm.run.stop_after > 0 && round + 1 >= o.lm.run.stop_after && !last) {
       log_info("stopped after round ", round + 1, " (run.stop_after): continue with --resume");
-      tell(*world, "done");
+      end_followers("done");
       return {round + 1, eval.value("val_loss", std::nan(""))};
     }
   }
-  tell(*world, "done");
+  end_followers("done");
   if (start_round >= o.fed.rounds) log_info("the checkpoint is already at round ", start_round, ": nothing to do");
   if (!eval.contains("val_loss")) evaluate(o.fed.rounds);
 
@@ -442,7 +452,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
                          {"update_bytes_per_client", payload_bytes(server.global())},
                          {"bytes_up", totals["bytes_up"]}, {"bytes_down", totals["bytes_down"]},
                          {"sim_elapsed_s", totals["sim_s"]}, {"elapsed_wall_s", totals["wall_s"]},
-                         {"wire_bytes_sent", world->traffic().bytes_sent - traffic_start.bytes_sent},
+                         {"wire_bytes_sent", traffic().bytes_sent - traffic_start.bytes_sent},
                          {"job_wall_s", std::chrono::duration<double>(Clock::now() - job_start).count()},
                          {"peak_host_memory_bytes", peak_host_memory_bytes()},
                          {"peak_cuda_memory_bytes", peak_cuda_memory_bytes()}};
@@ -450,6 +460,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     summary.update({{"edges", hierarchy->topology().edge_names.size()}, {"edge_rounds", o.topology.edge_rounds},
                     {"bytes_note", "bytes_up/down: the edge-cloud links (device-edge bytes per round are in metrics.jsonl tiers)"}});
   if (totals.contains("epsilon")) summary.update({{"epsilon", totals["epsilon"]}, {"delta", o.privacy.delta}});
+  if (totals.contains("edge_epsilon_max"))
+    summary.update({{"edge_epsilon_max", totals["edge_epsilon_max"]}, {"delta", o.privacy.delta}});
   if (totals.contains("local_epsilon_max"))
     summary.update({{"local_epsilon_max", totals["local_epsilon_max"]}, {"delta", o.privacy.delta}});
   if (totals.contains("base_val_loss"))

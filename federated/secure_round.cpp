@@ -143,7 +143,7 @@ double secure_sum_bound(const SecureOptions& secure, const PrivacyOptions& priva
   return privacy.dp == "distributed" ? secure.range * static_cast<double>(per_round) : secure.range;
 }
 
-std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, const SecureRoundContext& cx,
+std::optional<SecureOutcome> run_secure_round(World& world, UpdateSource& host, const SecureRoundContext& cx,
                                               const std::vector<int64_t>& sample, int64_t round, int64_t attempt) {
   const bool serving = world.rank() == 0;
   const bool distributed_dp = cx.privacy.dp == "distributed";

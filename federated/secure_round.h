@@ -25,7 +25,7 @@ namespace fedsplit {
 
 class Recipe;
 class World;
-class ClientHost;
+class UpdateSource;
 struct ClientRoster;
 struct PrivacyOptions;
 
@@ -83,7 +83,7 @@ double secure_sum_bound(const SecureOptions& secure, const PrivacyOptions& priva
 /// Runs the secure part of attempt `attempt` of `round` on this rank: the sampled clients it hosts
 /// train (through `host`, after its on_round) and take part; rank 0 serves. The outcome on rank 0,
 /// nothing elsewhere. Throws CommError when a rank fails.
-std::optional<SecureOutcome> run_secure_round(World& world, ClientHost& host, const SecureRoundContext& context,
+std::optional<SecureOutcome> run_secure_round(World& world, UpdateSource& host, const SecureRoundContext& context,
                                               const std::vector<int64_t>& sample, int64_t round, int64_t attempt);
 
 }  // namespace fedsplit

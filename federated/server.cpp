@@ -91,6 +91,21 @@ void Server::load_trust(std::map<int64_t, double> trust) {
   if (robust_) robust_->load_trust(std::move(trust));
 }
 
+nlohmann::json Server::state() const {
+  nlohmann::json trust_json = nlohmann::json::object();
+  for (const auto& [client, value] : trust()) trust_json[std::to_string(client)] = value;
+  return {{"privacy", privacy_state()}, {"trust", trust_json}};
+}
+
+void Server::load_state(const nlohmann::json& state) {
+  if (state.contains("privacy")) load_privacy_state(state["privacy"]);
+  if (state.contains("trust")) {
+    std::map<int64_t, double> trust_map;
+    for (const auto& [client, value] : state["trust"].items()) trust_map[std::stoll(client)] = value.get<double>();
+    load_trust(std::move(trust_map));
+  }
+}
+
 Message Server::round_message(int64_t round, int64_t attempt) const {
   Message m;
   m.meta = {{"kind", "round"}, {"round", round}, {"attempt", attempt}};

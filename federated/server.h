@@ -90,6 +90,10 @@ class Server {
   /// The robust rule's per-client trust (empty without the trust rule), for checkpoints.
   std::map<int64_t, double> trust() const;
   void load_trust(std::map<int64_t, double> trust);
+  /// What a checkpoint keeps of this server besides its model: {"privacy": privacy_state(), "trust":
+  /// {client: trust}}; load_state takes the same (missing keys are left as they are).
+  nlohmann::json state() const;
+  void load_state(const nlohmann::json& state);
 
  private:
   void exclude(int64_t client, const std::string& reason);

@@ -18,7 +18,9 @@ void bind_topology_options(Recipe& r, TopologyOptions& o) {
   r.add("topology.device_link", &o.device_link, "device-edge link up/down Mbit/s / latency ms, e.g. 20/100/30");
   r.add("topology.edge_link", &o.edge_link, "edge-cloud link up/down Mbit/s / latency ms, e.g. 1000/1000/20");
   r.add_choice("topology.robust_tier", &o.robust_tier, {"edge", "cloud", "both"}, "where the [robust] rule combines updates");
-  r.add_choice("topology.privacy_tier", &o.privacy_tier, {"edge", "cloud", "both"}, "where central DP ([privacy] dp = central) applies");
+  r.add_choice("topology.privacy_tier", &o.privacy_tier, {"edge", "cloud", "both"}, "where [privacy] DP applies (central, distributed, local DP-SGD's ledger)");
+  r.add_choice("topology.secure_tier", &o.secure_tier, {"edge", "cloud", "both"},
+               "where [secure] aggregation applies: edges see only their devices' sum, the cloud only the edges' sum");
   r.add("topology.availability", &o.availability, "chance that a device is available in an edge round (seeded)", 0.0, 1.0);
   r.add("topology.device_availability", &o.device_availability, "per-device availability: name=p items (override topology.availability)");
 }
@@ -86,6 +88,23 @@ Topology build_topology(const TopologyOptions& o, const std::vector<std::string>
     for (int64_t i = 0; i < sizes[e]; ++i) t.devices.back().push_back(next++);
   }
   return t;
+}
+
+std::vector<std::vector<int>> edge_ranks(int64_t edges, int world_size) {
+  if (world_size <= 1) return {};
+  if (world_size - 1 < edges)
+    throw ConfigError("[topology] with " + std::to_string(edges) + " edges needs at least " + std::to_string(edges + 1) +
+                      " ranks under mpirun (the cloud on rank 0, a rank per edge): got " + std::to_string(world_size) +
+                      "; raise -np or run in one process");
+  std::vector<std::vector<int>> out;
+  int next = 1;
+  const int64_t spare = world_size - 1;
+  for (int64_t e = 0; e < edges; ++e) {
+    const int64_t size = spare / edges + (e < spare % edges ? 1 : 0);
+    out.emplace_back();
+    for (int64_t i = 0; i < size; ++i) out.back().push_back(next++);
+  }
+  return out;
 }
 
 }  // namespace fedsplit

@@ -20,7 +20,8 @@ struct TopologyOptions {
   std::string device_link;           ///< device–edge link "up/down/latency" (Mbit/s, ms); empty = none
   std::string edge_link;             ///< edge–cloud link; empty = none
   std::string robust_tier = "cloud"; ///< where [robust] applies: edge | cloud | both
-  std::string privacy_tier = "cloud";///< where central [privacy] DP applies: edge | cloud | both
+  std::string privacy_tier = "cloud";///< where [privacy] DP applies: edge | cloud | both
+  std::string secure_tier = "edge";  ///< where [secure] aggregation applies: edge | cloud | both
   double availability = 1.0;         ///< chance that a device is available in an edge round (seeded)
   std::string device_availability;   ///< "name=p" items: a device's own availability (overrides the above)
 
@@ -47,5 +48,12 @@ std::vector<std::string> majority_labels(const std::vector<std::vector<int64_t>>
 /// to the devices, or a device without a group.
 Topology build_topology(const TopologyOptions& options, const std::vector<std::string>& device_names,
                         const std::vector<std::string>& device_groups);
+
+/// The world ranks of each edge under mpirun: rank 0 is the cloud and ranks 1.. are split among the
+/// edges in contiguous groups, as equal as can be; a group's first rank serves the edge, the others
+/// host its devices (device c on group rank host_rank(c, group size); the edge server itself when
+/// the group is one rank). Empty in a world of one, where every tier runs on rank 0. ConfigError when
+/// there are fewer ranks than one per edge plus the cloud.
+std::vector<std::vector<int>> edge_ranks(int64_t edges, int world_size);
 
 }  // namespace fedsplit

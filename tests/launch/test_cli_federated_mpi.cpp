@@ -65,3 +65,44 @@ TEST(CliFederatedMpi, SecureRoundsWithDropoutsMatchOneProcess) {
   const auto g1 = global_of(tmp / "one"), g3 = global_of(tmp / "three");
   EXPECT_LE(max_difference(g1, g3), 1e-6);
 }
+
+TEST(CliFederatedMpi, HierarchyOnFourRanksMatchesOneProcess) {
+  // Rank 0 is the cloud; edge 0 gets ranks 1 (its server) and 2 (its devices), edge 1 rank 3 (server
+  // and devices): the edges aggregate in parallel over their own subgroups. The same device updates,
+  // summed in the same order, give the one-process model; secure aggregation at both tiers too.
+  if (!have_command("mpirun")) GTEST_SKIP() << "mpirun is not on PATH";
+  TempDir tmp("cli_hierarchy_mpi");
+  write_corpus(tmp / "speakers.jsonl");
+  const std::string fed = "rounds = 2\npartition = iid\nclients = 6\n";
+  const std::string topology = "\n[topology]\nedges = 2\nedge_rounds = 2\n";
+  const std::string secure = "secure_tier = both\n\n[secure]\naggregation = secagg\n";
+  for (const std::string name : {"plain", "secure"}) {
+    const std::string extra = topology + (name == "secure" ? secure : "");
+    write_text(tmp / (name + "_one.ini"), fedavg_recipe(tmp, tmp / (name + "_one"), fed) + extra);
+    write_text(tmp / (name + "_four.ini"), fedavg_recipe(tmp, tmp / (name + "_four"), fed) + extra);
+    const auto one = run_fedsplit("run " + (tmp / (name + "_one.ini")));
+    ASSERT_EQ(one.exit_code, 0) << one.output;
+    const auto four = run_command("timeout 300 mpirun --allow-run-as-root --oversubscribe -np 4 '" + std::string(FEDSPLIT_BINARY) +
+                                  "' run " + (tmp / (name + "_four.ini")) + " 2>&1");
+    ASSERT_EQ(four.exit_code, 0) << four.output;
+    EXPECT_LE(max_difference(global_of(tmp / (name + "_one")), global_of(tmp / (name + "_four"))), 1e-6) << name;
+    const auto r1 = events(tmp / (name + "_one"), "round"), r4 = events(tmp / (name + "_four"), "round");
+    ASSERT_EQ(r4.size(), 2u);
+    for (size_t i = 0; i < 2; ++i) {
+      EXPECT_EQ(r1[i]["tiers"]["device_edge"]["device_updates"], r4[i]["tiers"]["device_edge"]["device_updates"]);
+      EXPECT_NEAR(r1[i]["train_loss"].get<double>(), r4[i]["train_loss"].get<double>(), 1e-6) << name;
+      EXPECT_GT(r4[i]["wire_bytes_received"].get<int64_t>(), 0) << "the edge models reached the cloud over Gloo";
+    }
+  }
+  const auto partition = nlohmann::json::parse(read_text(tmp / "plain_four/partition.json"));
+  for (const auto& c : partition["client_list"]) {
+    const bool in_edge_0 = partition["edges"]["edge-0"].dump().find(c["name"].dump()) != std::string::npos;
+    EXPECT_EQ(c["host_rank"], in_edge_0 ? 2 : 3) << c["name"];
+  }
+  // Two edges need a cloud rank and a rank each.
+  write_text(tmp / "few.ini", fedavg_recipe(tmp, tmp / "few", fed) + topology);
+  const auto few = run_command("timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 '" + std::string(FEDSPLIT_BINARY) +
+                               "' run " + (tmp / "few.ini") + " 2>&1");
+  EXPECT_NE(few.exit_code, 0);
+  EXPECT_NE(few.output.find("needs at least 3 ranks under mpirun"), std::string::npos) << few.output;
+}

@@ -107,12 +107,44 @@ TEST_F(CliHierarchical, KeysThatDoNotFitAreRefused) {
       {"[topology]\nedges = 9\n", "topology.edges = 9 must be between 1 and the 4 devices"},
       {"[topology]\ngrouping = sizes\ndevices_per_edge = 1 2\n", "topology.devices_per_edge sums to 3"},
       {"[topology]\ngrouping = key\n", "needs topology.group_key"},
-      {"[topology]\nedges = 2\n\n[secure]\naggregation = secagg\n", "secure.aggregation does not run in a [topology]"}};
+      {"[topology]\nedges = 2\nrobust_tier = both\n\n[robust]\nrule = median\n\n[secure]\naggregation = secagg\n",
+       "at the edge tier (topology.secure_tier = edge, privacy_tier = cloud, robust_tier = both): robust.rule = median needs"},
+      {"[topology]\nedges = 2\nsecure_tier = cloud\nprivacy_tier = edge\n\n[privacy]\ndp = distributed\n\n[secure]\naggregation = secagg\n",
+       "at the edge tier"},
+      {"[topology]\nedges = 2\n\n[privacy]\nlocal_dp_sgd = true\n", "set topology.privacy_tier = edge or both"}};
   for (const auto& [sections, needle] : cases) {
     write_text(tmp / "bad.ini", fedavg_recipe(tmp, tmp / "bad", "rounds = 1\n") + "\n" + sections);
     const auto r = run_fedsplit("run " + (tmp / "bad.ini"));
     EXPECT_NE(r.exit_code, 0) << sections;
     EXPECT_NE(r.output.find(needle), std::string::npos) << r.output;
+  }
+}
+
+TEST_F(CliHierarchical, SecureAggregationAtEitherTierGivesThePlainModel) {
+  // Edges learn only their devices' sum, the cloud only the edges' sum, or both. After one cloud round
+  // the model is the plain hierarchy's up to the ring's fixed-point step (range / 2^30 per value); over
+  // more rounds local training amplifies those steps (~1e-4 here), so the longer run compares held-out loss.
+  const TempDir& tmp = *tmp_;
+  const std::string fed = "partition = iid\nclients = 6\n";
+  for (const std::string length : {"rounds = 1\n", "rounds = 2\n"}) {
+    const bool short_run = length == "rounds = 1\n";
+    const std::string topology = std::string("\n[topology]\nedges = 2\nedge_rounds = ") + (short_run ? "1" : "2") + "\n";
+    const std::string suffix = short_run ? "_1" : "_2";
+    const std::string plain = run_ok(tmp, "plain" + suffix, fedavg_recipe(tmp, tmp / ("plain" + suffix), fed + length) + topology);
+    for (const std::string tier : {"edge", "cloud", "both"}) {
+      const std::string name = "secure_" + tier + suffix;
+      const std::string dir = run_ok(tmp, name, fedavg_recipe(tmp, tmp / name, fed + length) + topology +
+                                                                "secure_tier = " + tier + "\n\n[secure]\naggregation = secagg\n");
+      const auto rounds = events(dir, "round");
+      ASSERT_EQ(rounds.size(), short_run ? 1u : 2u);
+      EXPECT_EQ(rounds.back()["secure"].is_null(), tier == "edge") << "the cloud's round line shows its own protocol: " << tier;
+      if (short_run) {
+        EXPECT_LE(max_difference(global_of(plain), global_of(dir)), 1e-6) << tier;
+        continue;
+      }
+      EXPECT_EQ(rounds[1]["tiers"]["device_edge"]["device_updates"], 12) << tier;
+      EXPECT_NEAR(events(plain, "eval").back()["val_loss"].get<double>(), events(dir, "eval").back()["val_loss"].get<double>(), 1e-3) << tier;
+    }
   }
 }
 
@@ -151,4 +183,20 @@ TEST_F(CliHierarchical, AStoppedRunResumesToTheSameModel) {
   r = run_fedsplit("run " + (tmp / "parts.ini") + " --resume");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(max_difference(global_of(whole), global_of(tmp / "parts")), 0.0);
+
+  // Central DP at the edges: each edge's accountant is in the checkpoint, so the resumed run spends
+  // from where it stopped and ends at the whole run's epsilon (a fresh accountant would report less).
+  const std::string dp = topology + "privacy_tier = edge\n\n[privacy]\ndp = central\nclip = 1\nnoise_multiplier = 0.5\n";
+  const std::string dp_whole = run_ok(tmp, "dp_whole", fedavg_recipe(tmp, tmp / "dp_whole", "rounds = 2\nsample_count = 1\n") + dp);
+  write_text(tmp / "dp_parts.ini", fedavg_recipe(tmp, tmp / "dp_parts", "rounds = 2\nsample_count = 1\n") + dp);
+  r = run_fedsplit("run " + (tmp / "dp_parts.ini") + " --run.stop_after=1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_fedsplit("run " + (tmp / "dp_parts.ini") + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(max_difference(global_of(dp_whole), global_of(tmp / "dp_parts")), 0.0);
+  const auto whole_summary = nlohmann::json::parse(read_text(dp_whole + "/summary.json"));
+  const auto parts_summary = nlohmann::json::parse(read_text(tmp / "dp_parts/summary.json"));
+  ASSERT_TRUE(whole_summary.contains("edge_epsilon_max")) << whole_summary.dump();
+  EXPECT_GT(whole_summary["edge_epsilon_max"].get<double>(), events(dp_whole, "round").at(0)["tiers"]["device_edge"]["epsilon_max"].get<double>());
+  EXPECT_DOUBLE_EQ(whole_summary["edge_epsilon_max"].get<double>(), parts_summary["edge_epsilon_max"].get<double>());
 }
