@@ -21,7 +21,7 @@
 
 #include "federated/aggregator.h"
 #include "federated/fixed_point.h"
-#include "federated/message.h"
+#include "core/comm/message.h"
 #include "federated/secagg.h"
 
 using namespace fedsplit;

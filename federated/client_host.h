@@ -10,7 +10,7 @@
 #include "core/data/dataset.h"
 #include "federated/attacks.h"
 #include "federated/local_training.h"
-#include "federated/message.h"
+#include "core/comm/message.h"
 #include "federated/participant.h"
 
 namespace fedsplit {

@@ -14,7 +14,7 @@
 #include "federated/client_host.h"
 #include "federated/dp.h"
 #include "federated/dp_aggregator.h"
-#include "federated/message.h"
+#include "core/comm/message.h"
 #include "federated/sampling.h"
 #include "federated/secagg.h"
 

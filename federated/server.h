@@ -13,7 +13,7 @@
 #include "federated/aggregator.h"
 #include "federated/client_host.h"
 #include "federated/client_privacy.h"
-#include "federated/message.h"
+#include "core/comm/message.h"
 #include "federated/options.h"
 #include "federated/participant.h"
 #include "federated/dp_aggregator.h"

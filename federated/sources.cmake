@@ -10,7 +10,6 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/hierarchy.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_training.cpp
   ${CMAKE_CURRENT_LIST_DIR}/lora_aggregation.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/message.cpp
   ${CMAKE_CURRENT_LIST_DIR}/options.cpp
   ${CMAKE_CURRENT_LIST_DIR}/participant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rdp_accountant.cpp

@@ -3,6 +3,7 @@
 # rest of fedsplit_core and its users compile as before); the libraries are linked through CORE_LIBS.
 list(APPEND CORE_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/link_model.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/message.cpp
   ${CMAKE_CURRENT_LIST_DIR}/world.cpp)
 
 set(COMM_DEFINITIONS)

@@ -8,7 +8,7 @@
 #include <set>
 
 #include "core/util/error.h"
-#include "federated/message.h"
+#include "core/comm/message.h"
 #include "federated/options.h"
 #include "federated/sampling.h"
 #include "tests/test_support.h"

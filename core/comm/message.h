@@ -1,5 +1,6 @@
-// Messages between the server and its clients: a JSON header and named tensors in one byte string,
-// so that every transfer is counted by its size and a peer's message is checked before it is used.
+// Messages between ranks (a federated server and its clients, split learning's parties): a JSON
+// header and named tensors in one byte string, so that every transfer is counted by its size and a
+// peer's message is checked before it is used.
 //
 // Format (fedsplit message, version 1), little-endian:
 //   bytes 0..3    "FSM1"

@@ -1,4 +1,4 @@
-#include "federated/message.h"
+#include "core/comm/message.h"
 
 #include <cstring>
 
