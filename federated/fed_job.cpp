@@ -14,6 +14,7 @@
 #include "core/util/metrics.h"
 #include "core/util/threads.h"
 #include "federated/client_host.h"
+#include "federated/client_setup.h"
 #include "federated/hierarchy.h"
 #include "federated/sampling.h"
 #include "federated/server.h"
@@ -66,95 +67,6 @@ int64_t share(World& world, Message& message) {
   world.broadcast_bytes(bytes, 0);
   if (world.rank() != 0) message = decode_message(bytes, "the server (rank 0)");
   return static_cast<int64_t>(bytes.size());
-}
-
-struct ClientData {
-  std::vector<TokenDataset> datasets;
-  std::vector<std::string> groups;  // per client, the majority value of topology.group_key (grouping = key)
-  std::vector<std::vector<Batch>> val_batches;
-  ClientRoster roster;
-  nlohmann::json partition_file;
-};
-
-ClientData build_clients(const FederatedJobOptions& o, const std::vector<std::string>& shard_paths, int64_t global_rank,
-                         int world_size) {
-  std::vector<std::shared_ptr<const TokenShard>> shards;
-  for (const auto& p : shard_paths) shards.push_back(std::make_shared<const TokenShard>(p));
-  // An iid partition needs no labels: the key, if any, is left for the natural and dirichlet schemes.
-  const std::string key = o.fed.partition.scheme == "iid" ? "" : o.fed.partition_key;
-  const auto docs = labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), key);
-  PartitionOptions popts = o.fed.partition;
-  popts.seed = static_cast<uint64_t>(o.lm.run.seed);
-  const Partition partition = partition_documents(docs.labels, popts, key);
-  DatasetOptions d;
-  d.seq_len = o.lm.data.seq_len;
-  d.batch_size = o.lm.data.batch_size;
-  d.val_fraction = o.lm.data.val_fraction;
-  d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.lm.run.seed);
-  ClientData out;
-  out.datasets = client_datasets(shards, d, docs, partition);
-  auto& r = out.roster;
-  r.names = partition.client_names;
-  const auto n = static_cast<int64_t>(r.names.size());
-  r.lora_ranks = client_lora_ranks(o.fed.client_ranks, r.names, global_rank);
-  r.stragglers = pick_share(n, o.fed.straggler_fraction, static_cast<uint64_t>(o.lm.run.seed));
-  r.faults = parse_faults(o.fed.faults, r.names);
-  const auto speeds = parse_client_values(o.fed.client_speeds, r.names, "federated.client_speeds", 1e-6, 1e15);
-  for (int64_t c = 0; c < n; ++c)
-    r.speeds.push_back(speeds.count(c) ? speeds.at(c)
-                                       : o.fed.client_tokens_per_s / (r.stragglers[static_cast<size_t>(c)] ? o.fed.straggler_slowdown : 1.0));
-  r.attacks = pick_attackers(o.attack, r.names, static_cast<uint64_t>(o.lm.run.seed));
-  out.partition_file = summarize_partition(partition, docs.labels);
-  if (o.topology.grouping == "key" && !o.topology.group_key.empty())
-    out.groups = majority_labels(partition.documents,
-                                 labelled_documents(shards, MetaFilter::parse(o.lm.data.filter), o.topology.group_key).labels);
-  out.partition_file["partition_key"] = key;
-  nlohmann::json clients = nlohmann::json::array();
-  for (int64_t c = 0; c < n; ++c) {
-    const TokenDataset& data = out.datasets[static_cast<size_t>(c)];
-    const int64_t steps = o.fed.local_epochs > 0
-                              ? std::max<int64_t>(1, std::llround(o.fed.local_epochs * data.batches_per_epoch()))
-                              : o.fed.local_steps;
-    r.local_steps.push_back(steps);
-    r.samples.push_back(data.num_train_windows());
-    out.val_batches.push_back(data.val_batches(o.fed.eval_batches));
-    nlohmann::json docs_of = nlohmann::json::array();
-    for (const auto i : partition.documents[static_cast<size_t>(c)]) {
-      const auto& ref = docs.documents[static_cast<size_t>(i)];
-      docs_of.push_back({ref.shard, ref.doc});
-    }
-    clients.push_back({{"name", r.names[static_cast<size_t>(c)]},
-                       {"documents", docs_of.size()}, {"train_windows", data.num_train_windows()},
-                       {"val_windows", data.num_val_windows()}, {"local_steps", steps},
-                       {"lora_rank", r.lora_ranks[static_cast<size_t>(c)]},
-                       {"straggler", static_cast<bool>(r.stragglers[static_cast<size_t>(c)])},
-                       {"tokens_per_s", r.speeds[static_cast<size_t>(c)]},
-                       {"attack", r.attacks.count(c) ? r.attacks.at(c) : ""},
-                       {"host_rank", host_rank(c, world_size)}, {"document_refs", docs_of}});
-  }
-  out.partition_file["client_list"] = clients;
-  out.partition_file["shards"] = shard_paths;
-  return out;
-}
-
-// Held-out loss of the global model on each client's split, and over all of them (token-weighted).
-nlohmann::json evaluate_global(Participant& p, const TensorMap& global, const ClientData& clients, bool bf16) {
-  p.load(global);
-  p.model()->eval();
-  auto logits = [&p](const torch::Tensor& ids) { return p.model()->forward(ids); };
-  double total = 0, tokens = 0;
-  nlohmann::json per_client = nlohmann::json::object();
-  for (size_t c = 0; c < clients.val_batches.size(); ++c) {
-    const auto& batches = clients.val_batches[c];
-    const double loss = evaluate_loss(logits, batches, p.device(), bf16);
-    double n = 0;
-    for (const auto& b : batches) n += static_cast<double>(b.targets.numel());
-    total += loss * n;
-    tokens += n;
-    per_client[clients.roster.names[c]] = std::exp(loss);
-  }
-  p.model()->train();
-  return {{"val_loss", total / tokens}, {"val_ppl", std::exp(total / tokens)}, {"client_ppl", per_client}};
 }
 
 LocalTrainingOptions client_training(const FederatedJobOptions& o) {
@@ -294,7 +206,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   if (adaptation) adaptation->apply(model, seed);
   Participant participant(model, device, o.fed.lora_aggregation);
   const int64_t global_rank = participant.has_lora() ? o.peft.r : 0;
-  ClientData clients = build_clients(o, shard_paths, global_rank, world->size());
+  ClientData clients = build_clients(o.lm, o.fed, o.attack, o.topology.grouping == "key" ? o.topology.group_key : "",
+                                     shard_paths, global_rank, world->size());
   for (auto& d : clients.datasets) d.check_vocab(model->options.vocab_size);
   const auto num_clients = static_cast<int64_t>(clients.roster.names.size());
   const int64_t per_round = sample_size(num_clients, o.fed.sample_fraction, o.fed.sample_count);
@@ -378,7 +291,8 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   MetricsWriter metrics(o.lm.run.dir + "/metrics.jsonl", /*truncate=*/!resume);
   nlohmann::json eval = nlohmann::json::object();
   auto evaluate = [&](int64_t round) {
-    eval = evaluate_global(participant, server.global(), clients, o.lm.train.bf16);
+    participant.load(server.global());
+    eval = evaluate_clients(participant.model(), participant.device(), clients, o.lm.train.bf16);
     eval["event"] = "eval";
     eval["round"] = round;
     metrics.write(eval);

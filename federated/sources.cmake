@@ -3,6 +3,7 @@ set(FEDERATED_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/attacks.cpp
   ${CMAKE_CURRENT_LIST_DIR}/client_host.cpp
   ${CMAKE_CURRENT_LIST_DIR}/client_privacy.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/client_setup.cpp
   ${CMAKE_CURRENT_LIST_DIR}/dp.cpp
   ${CMAKE_CURRENT_LIST_DIR}/dp_aggregator.cpp
   ${CMAKE_CURRENT_LIST_DIR}/fed_job.cpp
