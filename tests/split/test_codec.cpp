@@ -187,6 +187,11 @@ TEST(Codec, CorruptHeadersAndPayloadsAreFormatErrors) {
   const int16_t out_of_row = 8;
   expect_one_line_error<FormatError>([&] { decode_tensor(corrupt(first_index, &out_of_row, 2), "test"); },
                                      {"indices"});
+  // A repeated index would decode two kept values into one place: indices must be strictly ascending.
+  int16_t first_value;
+  std::memcpy(&first_value, &good[first_index], 2);
+  expect_one_line_error<FormatError>([&] { decode_tensor(corrupt(first_index + 2, &first_value, 2), "test"); },
+                                     {"ascending"});
   // int8: a negative scale.
   std::string int8 = encode_tensor(x, parse_codec("int8"));
   const float minus = -1.0f;
