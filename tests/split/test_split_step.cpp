@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "core/util/error.h"
 #include "split/channel.h"
 #include "split/codec.h"
+#include "peft/lora.h"
 #include "split/split_step.h"
 #include "tests/split/split_test_helpers.h"
 #include "tests/test_support.h"
@@ -126,16 +128,23 @@ std::vector<double> train_centralized(Decoder model, const AdamWOptions& options
 
 // Split training equals centralized training: losses step by step, and every final parameter,
 // taken from the party that owns it.
-void expect_split_equals_centralized(const std::string& group, const DecoderConfig& config, const SplitCut& cut) {
+// `prepare` (e.g. applying LoRA) runs on every copy of the model.
+void expect_split_equals_centralized(const std::string& group, const DecoderConfig& config, const SplitCut& cut,
+                                     const std::function<void(Decoder&)>& prepare = {}) {
   const auto data = batches(5, 100);
   SplitOptions options;
   options.cut = cut;
-  auto reference = seeded_model(config, 21);
-  auto initial = seeded_model(config, 21);
+  auto copy = [&] {
+    auto model = seeded_model(config, 21);
+    if (prepare) prepare(model);
+    return model;
+  };
+  auto reference = copy();
+  auto initial = copy();
   const auto losses = train_centralized(reference, options.adamw, data);
 
-  auto device_model = seeded_model(config, 21);
-  auto server_model = seeded_model(config, 21);
+  auto device_model = copy();
+  auto server_model = copy();
   const auto run = train_split(group, device_model, server_model, options, data);
   ASSERT_EQ(run.device_reports.size(), data.size());
   ASSERT_EQ(run.server_reports.size(), data.size());
@@ -155,7 +164,10 @@ void expect_split_equals_centralized(const std::string& group, const DecoderConf
     const bool on_device = sides.side_of(item.key()) == SplitSide::device;
     const auto& got = (on_device ? device_params : server_params)[item.key()];
     EXPECT_LE(max_diff(got, item.value()), 1e-5) << item.key();
-    EXPECT_GT(max_diff(item.value(), initial_params[item.key()]), 1e-4) << item.key() << " did not train";
+    if (item.value().requires_grad())
+      EXPECT_GT(max_diff(item.value(), initial_params[item.key()]), 1e-4) << item.key() << " did not train";
+    else
+      EXPECT_TRUE(torch::equal(item.value(), initial_params[item.key()])) << item.key() << " is frozen";
   }
 }
 
@@ -173,6 +185,15 @@ TEST(SplitStep, UShapedTrainingEqualsCentralizedLlama) {
 
 TEST(SplitStep, UShapedTrainingEqualsCentralizedTiedGpt2) {
   expect_split_equals_centralized("split_u_gpt2", small_config(ModelFamily::gpt2, true), {2, 4});
+}
+
+TEST(SplitStep, LoraTrainingEqualsCentralizedAndMovesOnlyTheAdapters) {
+  LoraOptions lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  lora.target_modules = {"q_proj", "v_proj", "down_proj"};
+  expect_split_equals_centralized("split_lora", small_config(ModelFamily::llama, false), {2, 0},
+                                  [&](Decoder& model) { apply_lora(model, lora, 3); });
 }
 
 // The message and each recorded message's bytes carry the labels if one equals their encoding or
@@ -241,6 +262,28 @@ TEST(SplitStep, Int8TrainingLearnsOnAQuarterOfTheBytes) {
   EXPECT_EQ(c.bytes_down, coded.server_reports.front().bytes_down);
   // The payload is a quarter of fp32's plus one fp32 scale per token of `hidden` values.
   EXPECT_DOUBLE_EQ(double(c.bytes_down - header) / double(e.bytes_down - header), 0.25 + 1.0 / hidden);
+}
+
+TEST(SplitStep, SeededNoiseReachesTheWireAndRepeats) {
+  const auto config = small_config(ModelFamily::llama, false);
+  const auto data = batches(2, 900);
+  auto run_with = [&](const std::string& group, double sigma, uint64_t seed) {
+    SplitOptions options;
+    options.cut = {2, 0};
+    options.noise = {sigma, seed};
+    return train_split(group, seeded_model(config, 4), seeded_model(config, 4), options, data);
+  };
+  const auto clean = run_with("split_noise_clean", 0.0, 1);
+  const auto noisy = run_with("split_noise_a", 0.5, 1);
+  const auto again = run_with("split_noise_b", 0.5, 1);
+  ASSERT_EQ(noisy.server_received.size(), clean.server_received.size());
+  const auto clean_activation = decode_tensor(clean.server_received[0], "clean");
+  const auto noisy_activation = decode_tensor(noisy.server_received[0], "noisy");
+  const double rms = clean_activation.square().mean().sqrt().item<double>();
+  const double noise_std = (noisy_activation - clean_activation).std().item<double>();
+  EXPECT_NEAR(noise_std / rms, 0.5, 0.5 * 0.1);  // 512 samples: a 10% band
+  EXPECT_EQ(noisy.server_received, again.server_received);
+  EXPECT_TRUE(std::isfinite(noisy.server_reports.back().loss));
 }
 
 TEST(SplitStep, AGradientOfTheWrongShapeIsAFormatErrorOnTheDevice) {
