@@ -8,6 +8,7 @@
 #include "launch/embedded_recipes.h"
 #include "federated/fed_job.h"
 #include "peft/method.h"
+#include "split/split_job.h"
 #include "train/lm_job.h"
 
 namespace fedsplit::cli {
@@ -41,6 +42,8 @@ int run(const Args& args) {
   bind_privacy_options(recipe, job.privacy);
   bind_secure_options(recipe, job.secure);
   bind_topology_options(recipe, job.topology);
+  SplitSchemeOptions split;
+  bind_split_options(recipe, split);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -55,6 +58,11 @@ int run(const Args& args) {
   }
   if (options.run.mode == "federated") {
     const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
+    if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "split") {
+    const SplitResult result = run_split_job({job.lm, job.peft, job.fed, split}, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
