@@ -1,0 +1,183 @@
+// labels: unit
+// `fedsplit plan split` on the tiny llama fixture: a table row per cut, the chosen cut is the table's
+// fastest that fits, memory limits move it, and a bad devices.ini stops with one line naming file and key.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <regex>
+#include <sstream>
+
+#include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+struct Row {
+  std::string cut;
+  double total = 0;
+  double server_mb = 0;
+  bool fits = false;
+  std::string why;
+};
+
+struct PlanOutput {
+  std::vector<Row> rows;
+  std::string chosen;   // the cut named on the "chosen cut:" line
+  double chosen_total = -1;
+};
+
+PlanOutput parse(const std::string& output) {
+  static const std::regex row(
+      R"(^(after [a-z]+(?: [0-9]+)?(?:; after [a-z]+(?: [0-9]+)?)?) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+) +([0-9.]+)  (yes|no: .*)$)");
+  static const std::regex chosen(R"(^chosen cut: (.*): ([0-9.]+) s per step .*$)");
+  PlanOutput out;
+  std::istringstream in(output);
+  std::string line;
+  std::smatch m;
+  while (std::getline(in, line)) {
+    if (std::regex_match(line, m, row)) {
+      out.rows.push_back({m[1], std::stod(m[5]), std::stod(m[7]), m[8] == "yes", m[8]});
+    } else if (std::regex_match(line, m, chosen)) {
+      out.chosen = m[1];
+      out.chosen_total = std::stod(m[2]);
+    }
+  }
+  return out;
+}
+
+std::string plan_args(const std::string& profile, const std::string& extra = "") {
+  return "plan split --model " + fixtures() + "/hf-tiny/llama --profile " + profile +
+         " --batch-size 8 --seq-len 64 --threads 1 --repetitions 1 " + extra;
+}
+
+/// The chosen cut must be a feasible row whose total no feasible row beats.
+void expect_chosen_is_best(const PlanOutput& plan, const std::string& output) {
+  const Row* chosen = nullptr;
+  for (const auto& r : plan.rows)
+    if (r.cut == plan.chosen) chosen = &r;
+  ASSERT_NE(chosen, nullptr) << output;
+  EXPECT_TRUE(chosen->fits) << output;
+  EXPECT_DOUBLE_EQ(chosen->total, plan.chosen_total) << output;
+  for (const auto& r : plan.rows)
+    if (r.fits) EXPECT_LE(chosen->total, r.total) << r.cut << "\n" << output;
+}
+
+int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
+
+}  // namespace
+
+TEST(CliPlan, ChoosesTheFastestCutThatFits) {
+  TempDir tmp("cli_plan");
+  // A slow device: compute there dominates, so the cut moves as early as memory allows.
+  const std::string free = tmp / "free.ini";
+  write_text(free, "[device]\nspeed = 0.01\n[server]\nspeed = 4\n[link]\nup_mbps = 20\ndown_mbps = 100\nlatency_ms = 30\n");
+  auto r = run_fedsplit(plan_args(free));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  PlanOutput plan = parse(r.output);
+  // Two blocks: embed | block 0 | block 1 | head, and three places to cut.
+  ASSERT_EQ(plan.rows.size(), 3u) << r.output;
+  EXPECT_EQ(plan.rows[0].cut, "after embed");
+  EXPECT_EQ(plan.rows[2].cut, "after block 1");
+  expect_chosen_is_best(plan, r.output);
+  EXPECT_EQ(plan.chosen, "after embed") << r.output;
+  EXPECT_NE(r.output.find("profile of "), std::string::npos);
+
+  // A server that holds the head but not a block as well: only the last cut fits.
+  const double last = plan.rows[2].server_mb, before = plan.rows[1].server_mb;
+  ASSERT_GT(before - last, 1.0) << "blocks too small for a 1 MB limit to separate the cuts:\n" << r.output;
+  const auto limit = static_cast<int64_t>(std::ceil(last + 0.1));  // the table rounds to 0.1 MB
+  ASSERT_LT(limit, before);
+  const std::string tight = tmp / "tight.ini";
+  write_text(tight, "[device]\nspeed = 0.01\n[server]\nspeed = 4\nmemory_mb = " + std::to_string(limit) +
+                        "\n[network]\nlink = 20/100/30\n");
+  r = run_fedsplit(plan_args(tight));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  plan = parse(r.output);
+  ASSERT_EQ(plan.rows.size(), 3u) << r.output;
+  EXPECT_FALSE(plan.rows[0].fits);
+  EXPECT_FALSE(plan.rows[1].fits);
+  EXPECT_NE(plan.rows[1].why.find("no: server memory"), std::string::npos) << r.output;
+  EXPECT_TRUE(plan.rows[2].fits);
+  EXPECT_EQ(plan.chosen, "after block 1") << r.output;
+  expect_chosen_is_best(plan, r.output);
+
+  // U-shaped: every (a, b) with the device keeping the head; still the best feasible row.
+  r = run_fedsplit(plan_args(free, "--scheme ushaped --codec fp16"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  plan = parse(r.output);
+  ASSERT_EQ(plan.rows.size(), 3u) << r.output;
+  EXPECT_EQ(plan.rows[0].cut, "after embed; after block 0");
+  expect_chosen_is_best(plan, r.output);
+
+  // A server too small for the head alone: nothing fits, and the error names the key to raise.
+  const std::string tiny = tmp / "tiny.ini";
+  write_text(tiny, "[device]\nspeed = 1\n[server]\nspeed = 4\nmemory_mb = 1\n[network]\nlink = 20/100/30\n");
+  r = run_fedsplit(plan_args(tiny));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  const std::string last_line = r.output.substr(r.output.rfind('\n', r.output.size() - 2) + 1);
+  EXPECT_EQ(last_line.rfind("fedsplit: " + tiny + ": no placement fits", 0), 0u) << r.output;
+  EXPECT_NE(last_line.find("set server.memory_mb to at least"), std::string::npos) << r.output;
+}
+
+TEST(CliPlan, BadProfilesStopWithOneLine) {
+  TempDir tmp("cli_plan_errors");
+  const std::string good_link = "[link]\nup_mbps = 20\ndown_mbps = 100\nlatency_ms = 30\n";
+  struct Case {
+    std::string text;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Case> cases = {
+      {"[device]\nsped = 1\n[server]\nspeed = 2\n" + good_link, {"device.sped", "device.speed"}},
+      {"[device]\nspeed = fast\n[server]\nspeed = 2\n" + good_link, {":2", "device.speed", "fast"}},
+      {"[device]\nspeed = 0\n[server]\nspeed = 2\n" + good_link, {"device.speed", "out of range"}},
+      {"[device]\nspeed = 1\nmemory_mb = -5\n[server]\nspeed = 2\n" + good_link, {"device.memory_mb", "out of range"}},
+      {"[device]\nspeed = 1\n" + good_link, {"server.speed is required"}},
+      {"[device]\nspeed = 1\n[server]\nspeed = 2\n", {"no link", "[network] link"}},
+      {"[device]\nspeed = 1\n[server]\nspeed = 2\n[link]\nup_mbps = 20\n", {"link.down_mbps is missing"}},
+      {"[device]\nspeed = 1\n[server]\nspeed = 2\n[network]\nlink = 20/100\n", {"network.link", "up_mbps/down_mbps/latency_ms"}},
+      {"[device]\nspeed = 1\n[server]\nspeed = 2\n[network]\nlink = 20/100/30\n" + good_link, {"network.link", "keep one"}},
+      {"link = 20/100/30\n[device]\nspeed = 1\n[server]\nspeed = 2\n", {"'link'", "network.link"}},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const std::string path = tmp / ("bad" + std::to_string(i) + ".ini");
+    write_text(path, cases[i].text);
+    const auto r = run_fedsplit(plan_args(path));
+    SCOPED_TRACE(cases[i].text);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_EQ(lines(r.output), 1) << r.output;
+    EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
+    for (const auto& n : cases[i].needles) EXPECT_NE(r.output.find(n), std::string::npos) << n << " in " << r.output;
+  }
+
+  // A missing file, a missing model directory, and bad flags.
+  const std::string good = tmp / "good.ini";
+  write_text(good, "[device]\nspeed = 1\n[server]\nspeed = 2\n" + good_link);
+  auto r = run_fedsplit(plan_args(tmp / "absent.ini"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(lines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find(tmp / "absent.ini"), std::string::npos) << r.output;
+  r = run_fedsplit("plan split --model " + (tmp / "no-model") + " --profile " + good);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(lines(r.output), 1) << r.output;
+  EXPECT_NE(r.output.find("no-model"), std::string::npos) << r.output;
+  r = run_fedsplit(plan_args(good, "--codec fp8"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--codec"), std::string::npos) << r.output;
+  r = run_fedsplit(plan_args(good, "--scheme y"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("vanilla|ushaped"), std::string::npos) << r.output;
+  r = run_fedsplit(plan_args(good, "--seq-len 4096"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("max_position"), std::string::npos) << r.output;
+  r = run_fedsplit("plan pipeline");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("available: split"), std::string::npos) << r.output;
+
+  // The shipped example profile is valid.
+  r = run_fedsplit(plan_args(std::string(FEDSPLIT_SOURCE_DIR) + "/recipes/devices-phone.ini"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("chosen cut: after "), std::string::npos) << r.output;
+}
