@@ -206,8 +206,8 @@ std::string LayerProfile::table() const {
   constexpr double kMiB = 1024.0 * 1024.0;
   std::string out = cat("profile of ", model, ": batch ", options.batch_size, " x ", options.seq_len, " tokens, hidden ",
                         hidden_size, ", cut codec ", to_string(options.codec), ", median of ", options.repetitions,
-                        " steps on ", options.threads > 0 ? cat(options.threads, " threads") : std::string("this machine"),
-                        "\n");
+                        " steps",
+                        options.threads > 0 ? cat(", torch threads ", options.threads) : std::string(), "\n");
   char line[200];
   std::snprintf(line, sizeof line, "%-10s %12s %12s %12s %12s %14s %10s\n", "stage", "forward ms", "backward ms",
                 "params MB", "trainable MB", "activations MB", "cut MB");

@@ -61,8 +61,11 @@ void expect_chosen_is_best(const PlanOutput& plan, const std::string& output) {
   ASSERT_NE(chosen, nullptr) << output;
   EXPECT_TRUE(chosen->fits) << output;
   EXPECT_DOUBLE_EQ(chosen->total, plan.chosen_total) << output;
-  for (const auto& r : plan.rows)
-    if (r.fits) EXPECT_LE(chosen->total, r.total) << r.cut << "\n" << output;
+  for (const auto& r : plan.rows) {
+    if (r.fits) {
+      EXPECT_LE(chosen->total, r.total) << r.cut << "\n" << output;
+    }
+  }
 }
 
 int lines(const std::string& text) { return static_cast<int>(std::count(text.begin(), text.end(), '\n')); }
@@ -169,7 +172,7 @@ TEST(CliPlan, BadProfilesStopWithOneLine) {
   r = run_fedsplit(plan_args(good, "--scheme y"));
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("vanilla|ushaped"), std::string::npos) << r.output;
-  r = run_fedsplit(plan_args(good, "--seq-len 4096"));
+  r = run_fedsplit("plan split --model " + fixtures() + "/hf-tiny/llama --profile " + good + " --seq-len 4096");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("max_position"), std::string::npos) << r.output;
   r = run_fedsplit("plan pipeline");
