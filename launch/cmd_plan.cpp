@@ -19,7 +19,7 @@ namespace fedsplit::cli {
 namespace {
 
 int plan_split(const Args& args) {
-  std::string model_path, profile_path, codec = "fp32", scheme = "vanilla";
+  std::string model_path, profile_path, scheme = "vanilla";
   ProfileOptions o;
   po::options_description flags("plan split");
   flags.add_options()
@@ -27,14 +27,14 @@ int plan_split(const Args& args) {
       ("profile", po::value(&profile_path)->required(), "devices.ini: device and server speed and memory, the link")
       ("seq-len", po::value(&o.seq_len)->default_value(o.seq_len), "tokens per sequence")
       ("batch-size", po::value(&o.batch_size)->default_value(o.batch_size), "sequences per step")
-      ("codec", po::value(&codec)->default_value(codec), "activation codec at the cut: fp32|fp16|bf16|int8")
+      ("codec", po::value(&o.codec)->default_value(o.codec), "activation codec at the cut: fp32|fp16|bf16|int8")
       ("scheme", po::value(&scheme)->default_value(scheme),
        "vanilla (device: embedding and first blocks) or ushaped (the device keeps the head too)")
       ("repetitions", po::value(&o.repetitions)->default_value(o.repetitions), "timed steps per stage (median)")
       ("threads", po::value(&o.threads)->default_value(0), "CPU threads while profiling (0 = all cores)");
   po::variables_map values;
   if (!parse_flags("plan split", args, flags, values)) return 0;
-  o.codec = parse_codec(codec, "--codec");
+  cut_element_bytes(o.codec, "--codec");  // checked before the slow part
   const SplitScheme split_scheme = parse_scheme(scheme, "--scheme");
   // The cheap checks first: a bad devices.ini should not wait for the profile.
   const DevicesProfile devices = read_devices_profile(profile_path);

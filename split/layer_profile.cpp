@@ -15,30 +15,11 @@
 
 namespace fedsplit {
 
-int64_t codec_element_bytes(ActivationCodec codec) {
-  switch (codec) {
-    case ActivationCodec::fp32: return 4;
-    case ActivationCodec::fp16:
-    case ActivationCodec::bf16: return 2;
-    case ActivationCodec::int8: return 1;
-  }
-  return 4;
-}
-
-const char* to_string(ActivationCodec codec) {
-  switch (codec) {
-    case ActivationCodec::fp32: return "fp32";
-    case ActivationCodec::fp16: return "fp16";
-    case ActivationCodec::bf16: return "bf16";
-    case ActivationCodec::int8: return "int8";
-  }
-  return "?";
-}
-
-ActivationCodec parse_codec(const std::string& name, const std::string& where) {
-  for (auto c : {ActivationCodec::fp32, ActivationCodec::fp16, ActivationCodec::bf16, ActivationCodec::int8})
-    if (name == to_string(c)) return c;
-  throw ConfigError(where + ": codec '" + name + "' is not one of fp32|fp16|bf16|int8");
+int64_t cut_element_bytes(const std::string& codec, const std::string& where) {
+  if (codec == "fp32") return 4;
+  if (codec == "fp16" || codec == "bf16") return 2;
+  if (codec == "int8") return 1;
+  throw ConfigError(where + ": codec '" + codec + "' is not one of fp32|fp16|bf16|int8");
 }
 
 namespace {
@@ -114,6 +95,7 @@ LayerProfile profile_layers(Decoder& model, const ProfileOptions& options, const
   if (options.batch_size < 1 || options.seq_len < 1)
     throw ConfigError(cat("profile: batch size and seq_len must be >= 1 (got ", options.batch_size, " and ",
                           options.seq_len, ")"));
+  const int64_t element_bytes = cut_element_bytes(options.codec, "profile");
   if (options.seq_len > config.max_position)
     throw ConfigError(cat("profile: seq_len ", options.seq_len, " exceeds the model's max_position ",
                           config.max_position, ": pass a shorter --seq-len"));
@@ -186,7 +168,7 @@ LayerProfile profile_layers(Decoder& model, const ProfileOptions& options, const
   profile.model = name;
   profile.options = options;
   profile.hidden_size = config.hidden_size;
-  const int64_t cut = options.batch_size * options.seq_len * config.hidden_size * codec_element_bytes(options.codec);
+  const int64_t cut = options.batch_size * options.seq_len * config.hidden_size * element_bytes;
   for (size_t s = 0; s < stages; ++s) {
     StageProfile st;
     st.name = s == 0 ? "embed" : s + 1 == stages ? "head" : cat("block ", s - 1);
@@ -205,7 +187,7 @@ LayerProfile profile_layers(Decoder& model, const ProfileOptions& options, const
 std::string LayerProfile::table() const {
   constexpr double kMiB = 1024.0 * 1024.0;
   std::string out = cat("profile of ", model, ": batch ", options.batch_size, " x ", options.seq_len, " tokens, hidden ",
-                        hidden_size, ", cut codec ", to_string(options.codec), ", median of ", options.repetitions,
+                        hidden_size, ", cut codec ", options.codec, ", median of ", options.repetitions,
                         " steps",
                         options.threads > 0 ? cat(", torch threads ", options.threads) : std::string(), "\n");
   char line[200];

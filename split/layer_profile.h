@@ -23,19 +23,14 @@ namespace fedsplit {
 
 class Decoder;
 
-/// How activations and gradients cross a cut: element type on the wire.
-enum class ActivationCodec { fp32, fp16, bf16, int8 };
-
-/// Bytes per element on the wire (the scales an int8 codec adds per row are not counted).
-int64_t codec_element_bytes(ActivationCodec codec);
-const char* to_string(ActivationCodec codec);
-/// Parses fp32|fp16|bf16|int8; ConfigError naming `where` otherwise.
-ActivationCodec parse_codec(const std::string& name, const std::string& where);
+/// Bytes per element that a cut's codec puts on the wire: fp32 4, fp16 and bf16 2, int8 1 (the scales
+/// an int8 codec adds per row are not counted). ConfigError naming `where` for any other codec.
+int64_t cut_element_bytes(const std::string& codec, const std::string& where);
 
 struct ProfileOptions {
   int64_t batch_size = 4;    ///< sequences per step (B)
   int64_t seq_len = 128;     ///< tokens per sequence (T); at most the model's max_position
-  ActivationCodec codec = ActivationCodec::fp32;  ///< element type at a cut
+  std::string codec = "fp32";  ///< element type at a cut: fp32|fp16|bf16|int8
   int64_t warmup = 1;        ///< untimed steps before measuring
   int64_t repetitions = 3;   ///< timed steps; each stage reports the median
   int64_t threads = 0;       ///< torch intra-op threads while profiling (0 = leave as set)

@@ -36,7 +36,13 @@ double hop_seconds(const PlanProblem& p, size_t k, int64_t pos) {
   const StageCost& s = p.stages[static_cast<size_t>(pos - 1)];
   // A direction with nothing to send (inference has no backward) sends no message.
   return transfer_seconds(*hop.link, s.output_bytes, s.output_bytes > 0 ? 1 : 0, hop.forward_upward) +
-         transfer_seconds(*hop.link, s.output_grad_bytes, s.output_grad_bytes > 0 ? 1 : 0, !hop.forward_upward);
+         transfer_seconds(*hop.link, s.output_grad_bytes, s.output_grad_bytes > 0 ? 1 : 0, !hop.forward_upward) +
+         transfer_seconds(*hop.link, hop.extra_forward_bytes, hop.extra_forward_bytes > 0 ? 1 : 0, hop.forward_upward);
+}
+
+/// Whether hop k may sit at boundary `pos`.
+bool in_range(const PlanProblem& p, size_t k, int64_t pos) {
+  return p.cut_range.empty() || (pos >= p.cut_range[k].first && pos <= p.cut_range[k].second);
 }
 
 /// Whether the machine of party k appears again later in the chain.
@@ -102,7 +108,7 @@ std::optional<std::vector<int64_t>> dp_cuts(const PlanProblem& p) {
       const double hop = k > 0 ? hop_seconds(p, k - 1, pos) : 0.0;
       const int64_t first_end = pos + (required(p, k) ? 1 : 0);
       for (int64_t end = k + 1 == K ? S : first_end; end <= S; ++end) {
-        if (end < first_end) continue;
+        if (end < first_end || (k + 1 < K && !in_range(p, k, end))) continue;
         const double compute = (work[static_cast<size_t>(end)] - work[static_cast<size_t>(pos)]) / machine.speed;
         const int64_t mem = memory[static_cast<size_t>(end)] - memory[static_cast<size_t>(pos)];
         for (size_t i = 0; i < from.size(); ++i) {
@@ -146,7 +152,13 @@ std::optional<std::vector<int64_t>> dp_cuts(const PlanProblem& p) {
 }
 
 /// The error for a problem with no feasible placement: which machine's memory to raise, and to what.
-InfeasiblePlanError infeasible(const PlanProblem& p) {
+[[noreturn]] void throw_infeasible(const PlanProblem& p) {
+  PlanProblem unlimited = p;
+  for (auto& m : unlimited.machines) m.memory_bytes = 0;
+  const auto fastest = dp_cuts(unlimited);
+  if (!fastest)
+    throw ConfigError(cat("placement problem: no placement of ", p.stages.size(), " stages over ", p.parties.size(),
+                          " parties satisfies the cut ranges and non-empty parties"));
   std::string options;
   int first = -1;
   int64_t first_need = 0;
@@ -174,19 +186,17 @@ InfeasiblePlanError infeasible(const PlanProblem& p) {
     }
   }
   if (first >= 0)
-    return InfeasiblePlanError(cat("no placement fits the memory limits: raise the memory of ", options), first, first_need);
+    throw InfeasiblePlanError(cat("no placement fits the memory limits: raise the memory of ", options), first, first_need);
   // No single machine suffices: report what the fastest unconstrained placement needs everywhere.
-  PlanProblem free = p;
-  for (auto& m : free.machines) m.memory_bytes = 0;
-  const Plan plan = evaluate(p, *dp_cuts(free));
+  const Plan plan = evaluate(p, *fastest);
   std::string needs;
   for (size_t m = 0; m < p.machines.size(); ++m)
     needs += cat(needs.empty() ? "" : ", ", p.machines[m].name, " ", megabytes(plan.memory_bytes[m]), " (has ",
                  p.machines[m].memory_bytes ? megabytes(p.machines[m].memory_bytes) : std::string("unlimited"), ")");
-  return InfeasiblePlanError(cat("no placement fits the memory limits, and raising one machine's is not enough: the "
-                                 "fastest placement needs ",
-                                 needs),
-                             -1, 0);
+  throw InfeasiblePlanError(cat("no placement fits the memory limits, and raising one machine's is not enough: the "
+                                "fastest placement needs ",
+                                needs),
+                            -1, 0);
 }
 
 }  // namespace
@@ -221,6 +231,12 @@ void validate(const PlanProblem& p) {
       bad(cat("stage ", s.name, ": byte counts must be >= 0"));
   }
   if (!(p.optimizer_state_copies >= 0)) bad("optimizer_state_copies must be >= 0");
+  if (!p.cut_range.empty() && p.cut_range.size() != p.hops.size())
+    bad(cat("cut_range has ", p.cut_range.size(), " entries for ", p.hops.size(), " hops"));
+  for (const auto& [first, last] : p.cut_range)
+    if (first > last) bad(cat("empty cut range [", first, ", ", last, "]"));
+  for (const auto& h : p.hops)
+    if (h.extra_forward_bytes < 0) bad("extra_forward_bytes must be >= 0");
 }
 
 Plan evaluate(const PlanProblem& p, const std::vector<int64_t>& cuts) {
@@ -237,6 +253,9 @@ Plan evaluate(const PlanProblem& p, const std::vector<int64_t>& cuts) {
     if (required(p, k) && bounds[k + 1] == bounds[k])
       throw ConfigError(cat("placement: party ", k, " (", p.machines[static_cast<size_t>(p.parties[k])].name,
                             ") must hold at least one stage"));
+    if (k + 1 < K && !in_range(p, k, bounds[k + 1]))
+      throw ConfigError(cat("placement: cut ", k, " at ", bounds[k + 1], " is outside its range [", p.cut_range[k].first,
+                            ", ", p.cut_range[k].second, "]"));
   }
   Plan plan;
   plan.cuts = cuts;
@@ -294,6 +313,7 @@ std::vector<Plan> enumerate_plans(const PlanProblem& p) {
       return;
     }
     for (int64_t end = pos + (required(p, k) ? 1 : 0); end + reserve[k + 1] <= S; ++end) {
+      if (!in_range(p, k, end)) continue;
       cuts.push_back(end);
       place(k + 1, end);
       cuts.pop_back();
@@ -306,7 +326,7 @@ std::vector<Plan> enumerate_plans(const PlanProblem& p) {
 Plan solve(const PlanProblem& p) {
   validate(p);
   const auto cuts = dp_cuts(p);
-  if (!cuts) throw infeasible(p);
+  if (!cuts) throw_infeasible(p);
   return evaluate(p, *cuts);
 }
 
@@ -314,7 +334,7 @@ Plan brute_force(const PlanProblem& p) {
   std::optional<Plan> best;
   for (auto& plan : enumerate_plans(p))
     if (plan.feasible && (!best || plan.objective < best->objective)) best = std::move(plan);
-  if (!best) throw infeasible(p);
+  if (!best) throw_infeasible(p);
   return *best;
 }
 

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/comm/link_model.h"
@@ -55,6 +56,8 @@ struct Machine {
 struct Hop {
   std::optional<LinkClass> link;  ///< none: free (same machine, or not modelled)
   bool forward_upward = true;     ///< activations travel on the link's uplink (device -> server), gradients down
+  int64_t extra_forward_bytes = 0;  ///< sent forward once per step wherever the cut is, in a message of its
+                                    ///< own (vanilla split learning's labels); 0 = no such message
 };
 
 enum class Objective { sum, bottleneck };
@@ -65,6 +68,9 @@ struct PlanProblem {
   std::vector<int> parties;        ///< machine index of each party, in chain order (K >= 1)
   std::vector<Hop> hops;           ///< K - 1 hops; hops[k] connects parties k and k+1
   std::vector<bool> nonempty;      ///< per party: must hold at least one stage (empty vector = all must)
+  /// Per hop: the boundaries [first, last] it may sit at (boundary b: the next party starts at stage b);
+  /// empty vector = anywhere.
+  std::vector<std::pair<int64_t, int64_t>> cut_range;
   Objective objective = Objective::sum;
   double optimizer_state_copies = 2;  ///< optimizer state per trainable byte, in copies (AdamW: 2)
 };
@@ -92,19 +98,20 @@ struct InfeasiblePlanError : ConfigError {
 };
 
 /// Throws ConfigError for a malformed problem (sizes, speeds, no stages, more non-empty parties than
-/// stages, negative costs).
+/// stages, negative costs, empty cut ranges).
 void validate(const PlanProblem& problem);
 
 /// The costs of the placement `cuts` (K - 1 non-decreasing boundaries in 0..S). Throws ConfigError if
-/// `cuts` is malformed or leaves a non-empty party empty.
+/// `cuts` is malformed, leaves a non-empty party empty or puts a cut outside its range.
 Plan evaluate(const PlanProblem& problem, const std::vector<int64_t>& cuts);
 
-/// Every placement that respects the non-empty constraints, feasible or not, in lexicographic order of
+/// Every placement that respects the non-empty constraints and cut ranges, feasible or not, in lexicographic order of
 /// their cuts (for printing; its size grows as S^(K-1)).
 std::vector<Plan> enumerate_plans(const PlanProblem& problem);
 
 /// The feasible placement of least objective, by dynamic programming. Throws InfeasiblePlanError
-/// (one line, naming the machine whose memory to raise and by how much) when none fits.
+/// (one line, naming the machine whose memory to raise and by how much) when none fits, ConfigError
+/// when the cut ranges and non-empty parties admit no placement at all.
 Plan solve(const PlanProblem& problem);
 
 /// The same by evaluating every placement (the reference for solve; ties go to the first in order).

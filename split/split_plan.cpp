@@ -1,5 +1,6 @@
 #include "split/split_plan.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -30,6 +31,11 @@ SplitScheme parse_scheme(const std::string& name, const std::string& where) {
 }
 
 PlanProblem split_problem(const LayerProfile& profile, const DevicesProfile& devices, SplitScheme scheme) {
+  // Stages: embed, block 0 .. block L-1, head; boundary b means the next party starts at stage b.
+  const auto L = static_cast<int64_t>(profile.stages.size()) - 2;
+  if (L < 2)
+    throw ConfigError(cat("split learning needs a model of at least 2 blocks (one per side), this one has ",
+                          std::max<int64_t>(L, 0)));
   PlanProblem p;
   for (const auto& s : profile.stages) {
     StageCost c;
@@ -53,12 +59,17 @@ PlanProblem split_problem(const LayerProfile& profile, const DevicesProfile& dev
   const auto mib = [](int64_t mb) { return mb * (int64_t{1} << 20); };
   p.machines = {Machine{"device", devices.device_speed, mib(devices.device_memory_mb)},
                 Machine{"server", devices.server_speed, mib(devices.server_memory_mb)}};
+  // Each side keeps at least one block: split.cut = c in 1 .. L-1 (vanilla), and for U-shape
+  // split.tail_cut = c2 in c+1 .. L (the tail may be the head alone).
   if (scheme == SplitScheme::vanilla) {
     p.parties = {kDevice, kServer};
-    p.hops = {Hop{devices.link, true}};
+    const int64_t labels = profile.options.batch_size * profile.options.seq_len * 4;  // int32 token ids
+    p.hops = {Hop{devices.link, true, labels}};
+    p.cut_range = {{2, L}};
   } else {
     p.parties = {kDevice, kServer, kDevice};
-    p.hops = {Hop{devices.link, true}, Hop{devices.link, false}};
+    p.hops = {Hop{devices.link, true, 0}, Hop{devices.link, false, 0}};
+    p.cut_range = {{2, L}, {3, L + 1}};
   }
   p.nonempty.assign(p.parties.size(), true);
   p.objective = Objective::sum;  // split learning runs device and server one after the other
@@ -99,7 +110,11 @@ std::string describe_choice(const PlanProblem& problem, const Plan& plan) {
   for (size_t k = 0; k < plan.compute_seconds.size(); ++k)
     (problem.parties[k] == kDevice ? device : server) += plan.compute_seconds[k];
   for (double t : plan.transfer_seconds) transfer += t;
-  return cat("chosen cut: ", describe_cuts(problem, plan), ": ", fixed(plan.step_seconds, 4), " s per step (device ",
+  // Boundary b starts the next party at stage b = block b-1: split.cut = b - 1.
+  std::string keys = cat("split.cut = ", plan.cuts.at(0) - 1);
+  if (plan.cuts.size() > 1) keys += cat(", split.tail_cut = ", plan.cuts[1] - 1);
+  return cat("chosen cut: ", describe_cuts(problem, plan), " (", keys, "): ", fixed(plan.step_seconds, 4),
+             " s per step (device ",
              fixed(device, 4), " s, server ", fixed(server, 4), " s, transfer ", fixed(transfer, 4), " s; device ",
              fixed(plan.memory_bytes[kDevice] / kMiB, 1), " MB, server ", fixed(plan.memory_bytes[kServer] / kMiB, 1),
              " MB)");

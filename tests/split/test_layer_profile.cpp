@@ -38,7 +38,7 @@ TEST(LayerProfile, StagesBytesAndTimes) {
   ProfileOptions o;
   o.batch_size = 2;
   o.seq_len = 8;
-  o.codec = ActivationCodec::bf16;
+  o.codec = "bf16";
   o.threads = 1;
   const LayerProfile profile = profile_layers(model, o, "small llama");
   const int64_t B = 2, T = 8, H = 32, V = 96;
@@ -89,7 +89,7 @@ TEST(LayerProfile, FrozenTiedAndCodecs) {
   ProfileOptions o;
   o.batch_size = 1;
   o.seq_len = 4;
-  o.codec = ActivationCodec::int8;
+  o.codec = "int8";
   o.repetitions = 1;
   const LayerProfile profile = profile_layers(model, o);
   const int64_t H = 32, V = 96, P = 64;
@@ -113,9 +113,9 @@ TEST(LayerProfile, FrozenTiedAndCodecs) {
   EXPECT_EQ(ushaped.stages[4].param_bytes, 2 * H * 4);
   EXPECT_EQ(ushaped.parties, (std::vector<int>{0, 1, 0}));
 
-  EXPECT_EQ(codec_element_bytes(ActivationCodec::fp32), 4);
-  EXPECT_EQ(codec_element_bytes(ActivationCodec::fp16), 2);
-  expect_one_line_error<ConfigError>([] { parse_codec("fp8", "--codec"); }, {"--codec", "fp8", "fp32|fp16|bf16|int8"});
+  EXPECT_EQ(cut_element_bytes("fp32", "x"), 4);
+  EXPECT_EQ(cut_element_bytes("fp16", "x"), 2);
+  expect_one_line_error<ConfigError>([] { cut_element_bytes("fp8", "--codec"); }, {"--codec", "fp8", "fp32|fp16|bf16|int8"});
 }
 
 TEST(LayerProfile, RejectsSequencesBeyondTheModel) {

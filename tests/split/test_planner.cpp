@@ -47,8 +47,15 @@ PlanProblem random_problem(std::mt19937_64& rng, Objective objective) {
     Hop hop;
     if (integer(0, 5) > 0) hop.link = LinkClass{"link", uniform(1, 1000), uniform(1, 1000), uniform(0, 100)};
     hop.forward_upward = integer(0, 1) == 1;
+    if (integer(0, 3) == 0) hop.extra_forward_bytes = integer(1, 5) * kMiB;
     p.hops.push_back(hop);
   }
+  // Sometimes each cut may only sit in a range (as split learning's "each side keeps a block").
+  if (integer(0, 2) == 0)
+    for (size_t k = 0; k < p.hops.size(); ++k) {
+      const int64_t first = integer(0, S);
+      p.cut_range.emplace_back(first, integer(first, S));
+    }
   // Sometimes a party may stay empty, as long as the required ones still fit.
   p.nonempty.assign(p.parties.size(), true);
   for (size_t k = 0; k < p.parties.size(); ++k)
@@ -66,12 +73,18 @@ PlanProblem random_problem(std::mt19937_64& rng, Objective objective) {
 
 TEST(Planner, DynamicProgrammeMatchesBruteForce) {
   std::mt19937_64 rng(20261121);
-  int compared = 0, unique = 0, infeasible = 0, binding = 0;
-  for (int trial = 0; trial < 600; ++trial) {
+  int compared = 0, unique = 0, infeasible = 0, binding = 0, unplaceable = 0;
+  for (int trial = 0; trial < 1000; ++trial) {
     for (Objective objective : {Objective::sum, Objective::bottleneck}) {
       const PlanProblem p = random_problem(rng, objective);
       SCOPED_TRACE("trial " + std::to_string(trial) + ", objective " + to_string(objective));
       const auto plans = enumerate_plans(p);
+      if (plans.empty()) {  // the ranges and non-empty parties leave nothing to choose from
+        ++unplaceable;
+        expect_one_line_error<ConfigError>([&] { solve(p); }, {"satisfies the cut ranges"});
+        expect_one_line_error<ConfigError>([&] { brute_force(p); }, {"satisfies the cut ranges"});
+        continue;
+      }
       const bool any_feasible = std::any_of(plans.begin(), plans.end(), [](const Plan& x) { return x.feasible; });
       if (!any_feasible) {
         ++infeasible;
@@ -103,11 +116,13 @@ TEST(Planner, DynamicProgrammeMatchesBruteForce) {
     }
   }
   // The generator must exercise every branch, or this test proves little.
-  std::printf("compared %d unique %d infeasible %d binding %d\n", compared, unique, infeasible, binding);
-  EXPECT_GT(compared, 600);
-  EXPECT_GT(unique, 400);
-  EXPECT_GT(infeasible, 20);
-  EXPECT_GT(binding, 50);
+  std::printf("compared %d unique %d infeasible %d binding %d unplaceable %d\n", compared, unique, infeasible, binding,
+              unplaceable);
+  EXPECT_GT(compared, 800);
+  EXPECT_GT(unique, 600);
+  EXPECT_GT(infeasible, 200);
+  EXPECT_GT(binding, 200);
+  EXPECT_GT(unplaceable, 100);
 }
 
 // Three stages on device (speed 0.5) -> server (speed 2) over 8 Mbit/s up, 16 Mbit/s down, 100 ms latency.
@@ -162,6 +177,24 @@ TEST(Planner, HandComputedCase) {
   EXPECT_NEAR(solve(p).objective, 12.0, 1e-12);
   p.machines[1].memory_bytes = 0;
   EXPECT_NEAR(solve(p).objective, 4.0, 1e-12);
+}
+
+TEST(Planner, CutRangesAndPerStepMessages) {
+  PlanProblem p = hand_problem();
+  // Labels of 2 MB go up with every step in a message of their own: 2 s + 100 ms more at any cut.
+  p.hops[0].extra_forward_bytes = 2000000;
+  EXPECT_NEAR(solve(p).step_seconds, 8.7 + 2.1, 1e-12);
+  // The cut may only follow the block: the slower placement is the only one.
+  p.cut_range = {{2, 2}};
+  const Plan plan = solve(p);
+  EXPECT_EQ(plan.cuts, std::vector<int64_t>{2});
+  EXPECT_NEAR(plan.step_seconds, 14.7 + 2.1, 1e-12);
+  EXPECT_EQ(enumerate_plans(p).size(), 1u);
+  expect_one_line_error<ConfigError>([&] { evaluate(p, {1}); }, {"cut 0 at 1 is outside its range [2, 2]"});
+  p.cut_range = {{3, 3}};  // the server would be empty
+  expect_one_line_error<ConfigError>([&] { solve(p); }, {"no placement of 3 stages over 2 parties"});
+  p.cut_range = {{2, 1}};
+  expect_one_line_error<ConfigError>([&] { solve(p); }, {"empty cut range [2, 1]"});
 }
 
 TEST(Planner, UShapedDeviceHoldsBothEnds) {
