@@ -5,7 +5,8 @@
 // Cost model (per training step; times measured on a profiling machine, scaled by each machine's speed):
 //   compute(party)  = sum over its stages of (forward_seconds + backward_seconds) / speed(machine)
 //   transfer(hop k) = activations forward + gradients backward across the boundary between party k and
-//                     k+1, one message each way, over that hop's link (core/comm/link_model.h); nothing
+//                     k+1, one message each way, over that hop's link (core/comm/link_model.h), plus the
+//                     hop's fixed per-step message if any (vanilla split learning's labels); nothing
 //                     crosses at position 0 or at the end of the chain (the token ids and the loss are not
 //                     modelled), and a hop between parties on the same machine, or without a link, is free.
 //   memory(machine) = sum over the stages its parties hold of
@@ -16,6 +17,9 @@
 //   objective sum        = sum of every compute and transfer (sequential split learning: nothing overlaps)
 //   objective bottleneck = max over machines of their summed compute and over hops of their transfer
 //                          (the steady-state period of a pipeline, where all of them work at once)
+//
+// Constraints: memory, parties that must hold a stage, and for each hop an optional range of boundaries
+// (split learning keeps a block on each side).
 //
 // solve() is dynamic programming over (party, boundary); machines that recur later in the chain make
 // the memory constraint non-local, so each DP cell keeps the Pareto set of (objective so far, memory and
