@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "core/model/hf.h"
+#include "core/util/error.h"
+#include "split/devices_profile.h"
 #include "tests/launch/cli_helpers.h"
 #include "tests/test_support.h"
 
@@ -167,12 +169,18 @@ TEST(CliPlan, BadProfilesStopWithOneLine) {
   for (size_t i = 0; i < cases.size(); ++i) {
     const std::string path = tmp / ("bad" + std::to_string(i) + ".ini");
     write_text(path, cases[i].text);
-    const auto r = run_fedsplit(plan_args(path));
     SCOPED_TRACE(cases[i].text);
-    EXPECT_EQ(r.exit_code, 1) << r.output;
-    EXPECT_EQ(lines(r.output), 1) << r.output;
-    EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
-    for (const auto& n : cases[i].needles) EXPECT_NE(r.output.find(n), std::string::npos) << n << " in " << r.output;
+    auto needles = cases[i].needles;
+    needles.push_back(path);
+    // The reader, in process (each run of the binary costs a LibTorch start-up) ...
+    expect_one_line_error<ConfigError>([&] { read_devices_profile(path); }, needles);
+    // ... and the command, for the first few: exit code 1 and the message as its only line.
+    if (i < 3) {
+      const auto r = run_fedsplit(plan_args(path));
+      EXPECT_EQ(r.exit_code, 1) << r.output;
+      EXPECT_EQ(lines(r.output), 1) << r.output;
+      for (const auto& n : needles) EXPECT_NE(r.output.find(n), std::string::npos) << n << " in " << r.output;
+    }
   }
 
   // A missing file, a missing model directory, and bad flags.

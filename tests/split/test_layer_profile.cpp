@@ -32,7 +32,7 @@ int64_t model_parameter_bytes(const Decoder& model) {
 }  // namespace
 
 TEST(LayerProfile, StagesBytesAndTimes) {
-  torch::set_num_threads(1);
+  torch::set_num_threads(2);  // the profile runs on o.threads = 1 and puts this back
   Decoder model = small_model(ModelFamily::llama);
   model->eval();
   ProfileOptions o;
@@ -74,6 +74,7 @@ TEST(LayerProfile, StagesBytesAndTimes) {
 
   // The model is left as found: eval mode, no gradients, the thread count.
   EXPECT_FALSE(model->is_training());
+  EXPECT_EQ(torch::get_num_threads(), 2);
   for (const auto& p : model->parameters()) EXPECT_FALSE(p.grad().defined());
 
   // The table has a row per stage.
