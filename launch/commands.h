@@ -15,5 +15,6 @@ int logits(const Args& args);         ///< fedsplit logits --model DIR --input i
 int eval(const Args& args);           ///< fedsplit eval --model M --data D
 int peft(const Args& args);           ///< fedsplit peft merge --model M --adapter A --out DIR
 int report(const Args& args);         ///< fedsplit report RUN_DIR [--out FILE]
+int plan(const Args& args);           ///< fedsplit plan split --model M --profile devices.ini ...
 
 }  // namespace fedsplit::cli

@@ -19,6 +19,7 @@ commands:
   eval --model M --data SHARD.h5                      held-out perplexity of a model
   peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
   report RUN_DIR [--out FILE]                         an HTML page of a run's charts and tables
+  plan split --model M --profile devices.ini          profile a model and pick the split-learning cut
 
 Run `fedsplit <command> --help` for a command's options.
 )";
@@ -29,7 +30,8 @@ int main(int argc, char** argv) {
   using namespace fedsplit;
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
-      {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report}};
+      {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report},
+      {"plan", cli::plan}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

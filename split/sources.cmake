@@ -1,9 +1,14 @@
 set(SPLIT_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/allocation_counter.cpp
   ${CMAKE_CURRENT_LIST_DIR}/channel.cpp
   ${CMAKE_CURRENT_LIST_DIR}/codec.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cut.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/devices_profile.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/layer_profile.cpp
   ${CMAKE_CURRENT_LIST_DIR}/local_channel.cpp
   ${CMAKE_CURRENT_LIST_DIR}/noise.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/planner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/split_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/split_plan.cpp
   ${CMAKE_CURRENT_LIST_DIR}/split_session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/split_step.cpp)
