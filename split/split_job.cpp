@@ -110,7 +110,7 @@ void host_clients(World& world, Decoder model, const SplitOptions& base, ClientD
     const SessionTally tally = run_device_session(device, server, clients.datasets[static_cast<size_t>(c)], round,
                                                   clients.roster.local_steps[static_cast<size_t>(c)], lr);
     Message up = pack_device_state(view, moments);
-    up.meta = {{"kind", "state"}, {"client", c}, {"tally", tally.to_json()}};
+    up.meta.update({{"kind", "state"}, {"client", c}, {"tally", tally.to_json()}});
     world.send_bytes(encode_message(up), 0);
   }
 }
@@ -254,7 +254,7 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
       } else {
         Message turn = relays(scheme) ? relay_state : Message{};
         if (!relays(scheme)) turn.tensors = device_global;
-        turn.meta = {{"kind", "turn"}, {"client", c}, {"round", round}};
+        turn.meta.update({{"kind", "turn"}, {"client", c}, {"round", round}});  // keeps the relayed AdamW step count
         const std::string turn_bytes = encode_message(turn);
         std::unique_ptr<SplitServer> own_server;
         if (per_client_server) {
@@ -275,6 +275,7 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
           SessionTally device_tally;
           std::exception_ptr failure;
           std::thread device_thread([&] {
+            set_cpu_threads(o.lm.run.threads);  // per thread: a new thread would use every core, summing in another order
             try {
               device_tally = run_device_session(device_part, *device_end, clients.datasets[i], round, steps, lr);
             } catch (...) {
@@ -290,7 +291,7 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
           device_thread.join();
           if (failure) std::rethrow_exception(failure);
           Message up = pack_device_state(view, moments);
-          up.meta = {{"kind", "state"}, {"client", c}, {"tally", device_tally.to_json()}};
+          up.meta.update({{"kind", "state"}, {"client", c}, {"tally", device_tally.to_json()}});
           up_bytes = encode_message(up);
         } else {
           world->send_bytes(turn_bytes, host);

@@ -38,10 +38,10 @@ SessionTally SessionTally::from_json(const nlohmann::json& j) {
 }
 
 void SessionTally::merge_loss(const SessionTally& other) {
+  if (tokens == 0) tokens = other.tokens;  // only the device reads the batches
   if (loss_steps > 0) return;
   loss_sum = other.loss_sum;
   loss_steps = other.loss_steps;
-  if (tokens == 0) tokens = other.tokens;
 }
 
 SessionTally run_device_session(SplitDevice& device, Channel& server, TokenDataset& data, int64_t round, int64_t steps,

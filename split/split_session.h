@@ -24,7 +24,8 @@ struct SessionTally {
   int64_t bytes_up = 0, bytes_down = 0, messages_up = 0, messages_down = 0;
   nlohmann::json to_json() const;
   static SessionTally from_json(const nlohmann::json& j);
-  /// Adds `other`'s loss (when this end has none) and keeps this end's traffic, which both ends count alike.
+  /// Takes `other`'s loss (when this end has none) and token count (the device's); keeps this end's
+  /// traffic, which both ends count alike.
   void merge_loss(const SessionTally& other);
 };
 
