@@ -8,16 +8,24 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "core/util/compat.h"
 #include "core/util/error.h"
 
 namespace fedsplit {
 
 namespace {
 
+// LibTorch 2.3 made Allocator::allocate non-const.
+#if FEDSPLIT_TORCH_AT_LEAST(2, 3)
+#define FEDSPLIT_ALLOCATE_CONST
+#else
+#define FEDSPLIT_ALLOCATE_CONST const
+#endif
+
 // The data pointer is its own context (so raw_allocate works); sizes are looked up by pointer.
 class CountingAllocator final : public c10::Allocator {
  public:
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) FEDSPLIT_ALLOCATE_CONST override {
     void* data = c10::alloc_cpu(n);
     {
       std::lock_guard<std::mutex> lock(mutex_);
