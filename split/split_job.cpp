@@ -337,7 +337,8 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
     all.steps += r.steps, all.tokens += r.tokens;
     const double train_loss = r.loss_steps > 0 ? r.loss_sum / static_cast<double>(r.loss_steps) : std::nan("");
     metrics.write({{"event", "round"}, {"round", round + 1}, {"train_loss", train_loss}, {"steps", r.steps}, {"tokens", r.tokens},
-                   {"cut_bytes_up", r.cut_up}, {"cut_bytes_down", r.cut_down}, {"weight_bytes_up", r.weights_up},
+                   {"cut_bytes_up", r.cut_up}, {"cut_bytes_down", r.cut_down},
+                   {"cut_bytes_per_step", r.steps > 0 ? (r.cut_up + r.cut_down) / r.steps : 0}, {"weight_bytes_up", r.weights_up},
                    {"weight_bytes_down", r.weights_down}, {"bytes_up", r.cut_up + r.weights_up},
                    {"bytes_down", r.cut_down + r.weights_down}, {"sim_round_s", r.sim_s}, {"wall_s", wall},
                    {"sim_elapsed_s", all.sim_s}, {"elapsed_wall_s", wall_total}});
