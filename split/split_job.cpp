@@ -21,6 +21,7 @@
 #include "core/util/threads.h"
 #include "federated/client_setup.h"
 #include "federated/sampling.h"
+#include "federated/server_checkpoint.h"
 #include "split/channel.h"
 #include "split/local_channel.h"
 #include "split/split_session.h"
@@ -45,9 +46,7 @@ using Clock = std::chrono::steady_clock;
 
 bool relays(const std::string& scheme) { return scheme == "vanilla" || scheme == "ushaped"; }
 
-void check_options(const SplitJobOptions& o, bool resume) {
-  if (resume)
-    throw ConfigError("run.mode = split does not resume yet: start the run again (run.overwrite = true)");
+void check_options(const SplitJobOptions& o) {
   if (o.split.scheme == "splitlora" && o.peft.method != "lora")
     throw ConfigError("split.scheme = splitlora trains LoRA adapters on both parts: set peft.method = lora");
   if (o.split.scheme != "ushaped" && o.split.tail_cut > 0)
@@ -93,6 +92,17 @@ TensorMap weighted_mean(const std::vector<std::pair<TensorMap, double>>& parts) 
   return sum;
 }
 
+// The tensors of `map` whose names start with `prefix`, without it.
+TensorMap with_prefix(const TensorMap& map, const std::string& prefix) {
+  TensorMap out;
+  for (const auto& [name, t] : map)
+    if (name.rfind(prefix, 0) == 0) out[name.substr(prefix.size())] = t;
+  return out;
+}
+
+// Every turn draws dropout from its own seed, so a resumed run repeats the one that never stopped.
+void seed_turn(uint64_t seed, int64_t round, int64_t client) { torch::manual_seed(client_seed(seed, round, client) ^ 0xD50Full); }
+
 // A client rank: trains the device part of each turn rank 0 sends it, until told the job is over.
 void host_clients(World& world, Decoder model, const SplitOptions& base, ClientData& clients, const std::string& scheme,
                   uint64_t seed, double lr) {
@@ -102,6 +112,7 @@ void host_clients(World& world, Decoder model, const SplitOptions& base, ClientD
     const int64_t c = turn.meta.at("client"), round = turn.meta.at("round");
     SplitOptions options = base;
     options.noise.seed = client_seed(seed, round, c) ^ 0x5EEDull;
+    seed_turn(seed, round, c);
     SplitDevice device(model, options);
     CutModel view(model, options.cut);
     AdamW* moments = relays(scheme) ? &device.optimizer() : nullptr;
@@ -119,12 +130,21 @@ struct RoundTotals {
   double loss_sum = 0, sim_s = 0;
   int64_t loss_steps = 0, steps = 0, tokens = 0;
   int64_t cut_up = 0, cut_down = 0, weights_up = 0, weights_down = 0;
+  nlohmann::json to_json() const {
+    return {{"sim_s", sim_s}, {"steps", steps}, {"tokens", tokens}, {"cut_up", cut_up}, {"cut_down", cut_down},
+            {"weights_up", weights_up}, {"weights_down", weights_down}};
+  }
+  void load(const nlohmann::json& j) {
+    sim_s = j.at("sim_s"), steps = j.at("steps"), tokens = j.at("tokens"), cut_up = j.at("cut_up"), cut_down = j.at("cut_down");
+    weights_up = j.at("weights_up"), weights_down = j.at("weights_down");
+  }
 };
+
 
 }  // namespace
 
 SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_ini, bool resume) {
-  check_options(o, resume);
+  check_options(o);
   auto adaptation = peft_adaptation(o.peft);
   if (adaptation && o.lm.model.init.empty())
     throw ConfigError("peft.method = " + o.peft.method + " fine-tunes a trained model: set model.init to its HF directory");
@@ -206,7 +226,53 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
   std::unique_ptr<AdamW> centralized_optimizer;
   if (centralized) centralized_optimizer = std::make_unique<AdamW>(all_trainable, step.adamw);
 
-  MetricsWriter metrics(o.lm.run.dir + "/metrics.jsonl", /*truncate=*/true);
+  auto end_clients = [&] {
+    Message done;
+    done.meta = {{"kind", "done"}};
+    const std::string bytes = encode_message(done);
+    for (int r = 1; r < world->size(); ++r) world->send_bytes(bytes, r);
+  };
+  const std::string ckpt_path = o.lm.run.dir + "/checkpoint.h5";
+  int64_t start_round = 0;
+  RoundTotals all;
+  double wall_total = 0, base_val_loss = 0;
+  AdamW* server_optimizer = centralized ? centralized_optimizer.get() : shared_server ? &shared_server->optimizer() : nullptr;
+  if (resume) {
+    // The checkpoint: device./server./model. weights (and the relayed moments), the persistent AdamW's moments.
+    const ServerCheckpoint ckpt = load_server_checkpoint(ckpt_path);
+    const auto extra = nlohmann::json::parse(ckpt.extra);
+    start_round = ckpt.round;
+    try {
+      if (centralized) {
+        const TensorMap weights = with_prefix(ckpt.global, "model.");
+        torch::NoGradGuard no_grad;
+        for (auto& [name, p] : all_trainable) {
+          if (!weights.count(name)) throw Error("no weights for " + name);
+          p.copy_(weights.at(name));
+        }
+      } else {
+        server_global = with_prefix(ckpt.global, "server.");
+        load_side_weights(view, SplitSide::server, server_global);
+        const TensorMap device_part = with_prefix(ckpt.global, "device.");
+        if (relays(scheme)) {
+          relay_state.tensors = device_part;
+          relay_state.meta["adamw_steps"] = extra.at("relay_adamw_steps");
+          unpack_device_state(relay_state, view, nullptr, ckpt_path);
+          device_global = side_weights(view, SplitSide::device);
+        } else {
+          device_global = device_part;
+        }
+      }
+      if (server_optimizer) load_adamw_moments(*server_optimizer, ckpt.optimizer_state, ckpt.optimizer_rounds, ckpt_path);
+    } catch (const Error& e) {
+      throw FormatError(ckpt_path + " does not fit this run (" + e.what() + "): it belongs to another model or scheme");
+    }
+    all.load(extra.at("totals"));
+    wall_total = extra.at("wall_s");
+    base_val_loss = extra.at("base_val_loss");
+    log_info("resuming ", ckpt_path, " after round ", start_round);
+  }
+  MetricsWriter metrics(o.lm.run.dir + "/metrics.jsonl", /*truncate=*/!resume);
   nlohmann::json eval;
   auto evaluate = [&](int64_t round) {
     if (!centralized) load_side_weights(view, SplitSide::device, device_global);
@@ -216,12 +282,12 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
     metrics.write(eval);
     log_info("round ", round, ": held-out perplexity ", eval["val_ppl"].get<double>());
   };
-  evaluate(0);
-  const double base_val_loss = eval["val_loss"];
-  RoundTotals all;
-  double wall_total = 0;
+  if (start_round == 0) {
+    evaluate(0);
+    base_val_loss = eval["val_loss"];
+  }
 
-  for (int64_t round = 0; round < o.fed.rounds; ++round) {
+  for (int64_t round = start_round; round < o.fed.rounds; ++round) {
     const auto t0 = Clock::now();
     RoundTotals r;
     std::vector<std::pair<TensorMap, double>> device_parts, server_parts;
@@ -231,6 +297,7 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
       const double weight = static_cast<double>(clients.roster.samples[i]);
       double turn_s = 0;
       SessionTally tally;
+      seed_turn(seed, round, c);
       if (centralized) {
         // The baseline: the client's batches, uploaded as token ids, train the whole model here.
         TokenDataset& data = clients.datasets[i];
@@ -344,14 +411,36 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
                    {"sim_elapsed_s", all.sim_s}, {"elapsed_wall_s", wall_total}});
     log_info("round ", round + 1, "/", o.fed.rounds, ": train loss ", train_loss, ", ", r.cut_up + r.weights_up, " bytes up, ",
              r.cut_down + r.weights_down, " bytes down, ", wall, " s");
-    if (round + 1 == o.fed.rounds || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
+    const bool last = round + 1 == o.fed.rounds;
+    if (last || (round + 1) % o.fed.eval_every == 0) evaluate(round + 1);
+
+    ServerCheckpoint ckpt;
+    ckpt.round = round + 1;
+    ckpt.recipe = recipe_ini;
+    if (centralized) {
+      for (const auto& [name, p] : all_trainable) ckpt.global["model." + name] = p.detach().to(torch::kCPU);
+    } else {
+      for (const auto& [name, t] : relays(scheme) ? relay_state.tensors : device_global) ckpt.global["device." + name] = t;
+      for (const auto& [name, t] : side_weights(view, SplitSide::server)) ckpt.global["server." + name] = t;
+    }
+    if (server_optimizer) {
+      ckpt.optimizer_state = adamw_moments(*server_optimizer);
+      ckpt.optimizer_rounds = server_optimizer->steps_taken();
+    }
+    ckpt.extra = nlohmann::json{{"totals", all.to_json()}, {"wall_s", wall_total}, {"base_val_loss", base_val_loss},
+                                {"relay_adamw_steps", relay_state.meta.value("adamw_steps", int64_t{0})}}.dump();
+    save_server_checkpoint(ckpt_path, ckpt);
+    if (o.lm.run.stop_after > 0 && round + 1 >= o.lm.run.stop_after && !last) {
+      log_info("stopped after round ", round + 1, " (run.stop_after): continue with --resume");
+      end_clients();
+      return {round + 1, eval.value("val_loss", std::nan(""))};
+    }
   }
-  if (world->size() > 1) {
-    Message done;
-    done.meta = {{"kind", "done"}};
-    const std::string bytes = encode_message(done);
-    for (int r = 1; r < world->size(); ++r) world->send_bytes(bytes, r);
+  if (start_round >= o.fed.rounds) {
+    log_info("the checkpoint is already at round ", start_round, ": nothing to do");
+    evaluate(o.fed.rounds);
   }
+  end_clients();
 
   nlohmann::json summary{{"scheme", scheme}, {"cut", step.cut.cut}, {"tail_cut", step.cut.tail_cut}, {"codec", o.split.codec},
                          {"gradient_codec", o.split.gradient_codec}, {"noise_sigma", o.split.noise_sigma},

@@ -78,34 +78,50 @@ void load_side_weights(CutModel& cut, SplitSide side, const TensorMap& weights) 
   }
 }
 
+namespace {
+
+const torch::Tensor& expect_tensor(const TensorMap& tensors, const std::string& name, const torch::Tensor& like,
+                                   const std::string& from) {
+  const auto it = tensors.find(name);
+  if (it == tensors.end() || !it->second.sizes().equals(like.sizes()))
+    throw FormatError("split: the state from " + from + " lacks " + name + " (" + std::to_string(like.numel()) +
+                      " values): both parties must run the same model and scheme");
+  return it->second;
+}
+
+}  // namespace
+
+TensorMap adamw_moments(const AdamW& optimizer) {
+  TensorMap out;
+  for (const auto& p : optimizer.params()) {
+    out["adamw.exp_avg." + p.name] = p.exp_avg.to(torch::kCPU);
+    out["adamw.exp_avg_sq." + p.name] = p.exp_avg_sq.to(torch::kCPU);
+  }
+  return out;
+}
+
+void load_adamw_moments(AdamW& optimizer, const TensorMap& moments, int64_t steps, const std::string& from) {
+  optimizer.set_steps_taken(steps);
+  for (auto& p : optimizer.params()) {
+    p.exp_avg = expect_tensor(moments, "adamw.exp_avg." + p.name, p.value, from).to(p.value.device()).clone();
+    p.exp_avg_sq = expect_tensor(moments, "adamw.exp_avg_sq." + p.name, p.value, from).to(p.value.device()).clone();
+  }
+}
+
 Message pack_device_state(const CutModel& cut, const AdamW* optimizer) {
   Message m;
   m.tensors = side_weights(cut, SplitSide::device);
   if (!optimizer) return m;
   m.meta["adamw_steps"] = optimizer->steps_taken();
-  for (const auto& p : optimizer->params()) {
-    m.tensors["adamw.exp_avg/" + p.name] = p.exp_avg.to(torch::kCPU);
-    m.tensors["adamw.exp_avg_sq/" + p.name] = p.exp_avg_sq.to(torch::kCPU);
-  }
+  for (auto& [name, t] : adamw_moments(*optimizer)) m.tensors[name] = t;
   return m;
 }
 
 void unpack_device_state(const Message& state, CutModel& cut, AdamW* optimizer, const std::string& from) {
-  auto tensor = [&](const std::string& name, const torch::Tensor& like) {
-    const auto it = state.tensors.find(name);
-    if (it == state.tensors.end() || !it->second.sizes().equals(like.sizes()))
-      throw FormatError("split: the device state from " + from + " lacks " + name + " (" + std::to_string(like.numel()) +
-                        " values): both parties must run the same model and scheme");
-    return it->second;
-  };
   torch::NoGradGuard no_grad;
-  for (auto& [name, p] : cut.parameters(SplitSide::device)) p.copy_(tensor(name, p));
-  if (!optimizer || !state.meta.contains("adamw_steps")) return;
-  optimizer->set_steps_taken(state.meta.at("adamw_steps").get<int64_t>());
-  for (auto& p : optimizer->params()) {
-    p.exp_avg = tensor("adamw.exp_avg/" + p.name, p.value).to(p.value.device()).clone();
-    p.exp_avg_sq = tensor("adamw.exp_avg_sq/" + p.name, p.value).to(p.value.device()).clone();
-  }
+  for (auto& [name, p] : cut.parameters(SplitSide::device)) p.copy_(expect_tensor(state.tensors, name, p, from));
+  if (optimizer && state.meta.contains("adamw_steps"))
+    load_adamw_moments(*optimizer, state.tensors, state.meta.at("adamw_steps").get<int64_t>(), from);
 }
 
 }  // namespace fedsplit

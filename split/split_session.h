@@ -36,6 +36,11 @@ SessionTally run_device_session(SplitDevice& device, Channel& server, TokenDatas
 /// The server's side of the same turn.
 SessionTally run_server_session(SplitServer& server, Channel& device, int64_t steps, double lr);
 
+/// AdamW's moments as named tensors ("adamw.exp_avg.<param>", "adamw.exp_avg_sq.<param>", CPU), and
+/// back (with the step count). FormatError naming `from` for a missing or misshapen moment.
+TensorMap adamw_moments(const AdamW& optimizer);
+void load_adamw_moments(AdamW& optimizer, const TensorMap& moments, int64_t steps, const std::string& from);
+
 /// The device part's trainable weights (and, with `optimizer`, its AdamW moments and step count).
 Message pack_device_state(const CutModel& cut, const AdamW* optimizer);
 /// Loads what pack_device_state wrote into `cut`'s device part (and `optimizer`). FormatError naming
