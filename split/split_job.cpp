@@ -140,7 +140,6 @@ struct RoundTotals {
   }
 };
 
-
 }  // namespace
 
 SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_ini, bool resume) {
