@@ -153,6 +153,9 @@ TEST(Gptq, ActOrderQuantizesByDescendingHessianDiagonal) {
   const double e_ordered = output_error(inputs.held_out, w, ordered.weight);
   std::cout << "act_order: RTN " << e_rtn << ", GPTQ " << e_plain << ", GPTQ act_order " << e_ordered << "\n";
   EXPECT_LT(e_ordered, 0.8 * e_rtn);
+  // Loud inputs first, while the most columns are left to absorb their error: here it also beats
+  // GPTQ in column order (by 25%; ask for 10%).
+  EXPECT_LT(e_ordered, 0.9 * e_plain);
   EXPECT_TRUE(torch::equal(ordered.weight, decode(ordered)));
   // Group k holds the k-th 32 inputs by descending diag(H), each group 32 columns.
   const auto by_energy = std::get<1>(torch::sort(h.diagonal(), /*stable=*/true, 0, /*descending=*/true));
@@ -163,7 +166,7 @@ TEST(Gptq, ActOrderQuantizesByDescendingHessianDiagonal) {
 
 TEST(Gptq, DeadInputsGiveZeroWeightsAndNoNan) {
   auto inputs = correlated_inputs(17);
-  const auto dead = torch::zeros({kIn}, torch::kBool);
+  auto dead = torch::zeros({kIn}, torch::kBool);
   dead.index_put_({torch::tensor({0, 5, 6, 40, 127}, torch::kLong)}, true);
   inputs.calibration.masked_fill_(dead, 0.0);
   inputs.held_out.masked_fill_(dead, 0.0);

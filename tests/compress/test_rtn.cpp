@@ -63,9 +63,10 @@ TEST(Rtn, ScalesAreComputedOnEachGroup) {
         EXPECT_LE(q.scales[r][g].item<float>(), 1.0f / 7.0f);
     }
   }
-  // Per channel, the outlier sets the whole row's scale, and the rest of the row suffers.
+  // Per channel, the outlier's scale (> 7) rounds the rest of its row (|w| <= 1) to 0: all 4 groups
+  // of the row are lost instead of 1, so the error is ~4x the grouped one.
   const auto channel = rtn_quantize(w, {4, 0});
-  EXPECT_GT(mse(channel.weight, w), 10 * mse(q.weight, w));
+  EXPECT_GT(mse(channel.weight, w), 3 * mse(q.weight, w));
 }
 
 TEST(Rtn, EightBitsBeatFourAndSmallerGroupsBeatLarger) {
