@@ -49,7 +49,8 @@ torch::Tensor inverse_cholesky_upper(torch::Tensor h, double percdamp) {
 }  // namespace
 
 GptqHessian::GptqHessian(int64_t in_features) : in_features_(in_features) {
-  if (in_features <= 0) throw ConfigError("GptqHessian: in_features must be positive, got " + std::to_string(in_features));
+  if (in_features <= 0)
+    throw ConfigError("GptqHessian: in_features must be positive, got " + std::to_string(in_features));
 }
 
 void GptqHessian::add_batch(const torch::Tensor& x) {
@@ -70,7 +71,8 @@ torch::Tensor GptqHessian::hessian() const {
 }
 
 GptqResult gptq_quantize(const torch::Tensor& weight, const torch::Tensor& hessian, const GptqOptions& options) {
-  if (weight.dim() != 2) throw ConfigError("gptq expects a weight [out, in], got " + std::to_string(weight.dim()) + " dimensions");
+  if (weight.dim() != 2)
+    throw ConfigError("gptq expects a weight [out, in], got " + std::to_string(weight.dim()) + " dimensions");
   const int64_t out = weight.size(0), in = weight.size(1);
   if (hessian.dim() != 2 || hessian.size(0) != in || hessian.size(1) != in)
     throw ConfigError("gptq: the Hessian must be [" + std::to_string(in) + ", " + std::to_string(in) +

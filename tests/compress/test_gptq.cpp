@@ -48,9 +48,7 @@ GptqOptions gptq_options(int bits, int64_t group, bool act_order = false) {
 }
 
 // codes[:, j] * scales[:, g_idx[j]]
-torch::Tensor decode(const GptqResult& r) {
-  return r.codes.to(torch::kFloat32) * r.scales.index_select(1, r.g_idx);
-}
+torch::Tensor decode(const GptqResult& r) { return r.codes.to(torch::kFloat32) * r.scales.index_select(1, r.g_idx); }
 
 // The group of each of `in` input columns in order: j / group.
 torch::Tensor groups_in_order(int64_t in, int64_t group) { return torch::div(torch::arange(in), group, "floor"); }

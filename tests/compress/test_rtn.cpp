@@ -129,7 +129,10 @@ TEST(Rtn, BadOptionsAreOneLineConfigErrors) {
   testing::expect_one_line_error<ConfigError>([&] { rtn_quantize(w, {4, 48}); }, {"48", "128"});
   testing::expect_one_line_error<ConfigError>([&] { rtn_quantize(random_weight(4, 63, 8), {4, 0}); }, {"63", "odd"});
   testing::expect_one_line_error<ConfigError>(
-      [&] { fake_quantize_with_scales(w, torch::ones({4, 2}), {4, 32}, true); }, {"[4, 4]"});
+      [&] {
+        fake_quantize_with_scales(w, torch::ones({4, 2}), {4, 32}, true);
+      },
+      {"[4, 4]"});
 }
 
 }  // namespace
