@@ -96,6 +96,29 @@ TEST(Gptq, BeatsRtnOnCorrelatedInputs) {
   }
 }
 
+TEST(Gptq, TwoInputsGetTheLeastSquaresCompensation) {
+  // With two correlated inputs, quantizing w0 to q0 leaves e0 = w0 - q0; the w1 that minimises
+  // E[(e0 x0 + (w1 - w1') x1)^2] is w1' = w1 + e0 H01 / H11, which GPTQ then rounds (no damping,
+  // per-channel 8-bit scale). A third, independent input holds each row's absmax (10), so that
+  // neither of the first two sits at the end of the range. Expected values computed here in fp64.
+  torch::manual_seed(19);
+  const auto w = torch::cat({torch::randn({32, 2}), torch::full({32, 1}, 10.0f)}, 1);
+  const auto h = torch::tensor({2.0f, 1.2f, 0.0f, 1.2f, 1.5f, 0.0f, 0.0f, 0.0f, 1.0f}).reshape({3, 3});
+  GptqOptions o = gptq_options(8, 0);
+  o.percdamp = 0;
+  const auto r = gptq_quantize(w, h, o);
+  const auto wd = w.to(torch::kFloat64);
+  const double scale = 10.0 / 127;
+  const auto q0 = torch::round(wd.select(1, 0) / scale);
+  const auto w1 = wd.select(1, 1) + (wd.select(1, 0) - q0 * scale) * (1.2 / 1.5);
+  const auto q1 = torch::round(w1 / scale);
+  EXPECT_TRUE(torch::equal(r.codes.select(1, 0).to(torch::kFloat64), q0));
+  EXPECT_TRUE(torch::equal(r.codes.select(1, 1).to(torch::kFloat64), q1));
+  EXPECT_TRUE((r.codes.select(1, 2) == 127).all().item<bool>());
+  // The compensation moved some second-column codes away from plain rounding.
+  EXPECT_FALSE(torch::equal(r.codes.select(1, 1), rtn_quantize(w, {8, 0}).codes.select(1, 1)));
+}
+
 TEST(Gptq, EqualsRtnWhenTheHessianIsDiagonal) {
   // Hadamard rows with each feature scaled by a power of two: X^T X is exactly diagonal (in fp32
   // too), with unequal entries. Then U = chol(H^-1) is diagonal, every error-feedback term is 0,
