@@ -8,7 +8,9 @@
 // of the matrix once per block (the paper's lazy batch updates; same result, fewer passes over W).
 // Scales follow compress/rtn.h (symmetric absmax, peft/quantized.h's qmax): per output channel from
 // the whole weight before any update, or per group from the group's columns as they stand when the
-// group's first column comes up (so a group's scale sees the error feedback of earlier groups).
+// group's first column comes up, so a group's scale sees the error feedback of every earlier column
+// (the reference code reads the matrix as of the block's start, missing the feedback from earlier
+// groups of the same block; here the in-block values are used).
 // act_order quantizes the columns by descending diag(H) (the inputs with the most energy first,
 // while the most freedom is left to compensate); groups are then consecutive in that order, and
 // g_idx maps each input column to its group.
