@@ -1,0 +1,4 @@
+set(COMPRESS_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/gptq.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/prune.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp)
