@@ -312,6 +312,22 @@ class MappedFile {
 
 // ---- writing ----
 
+// Arrays hold items of their declared type only, nested no deeper than the reader takes.
+void check_value(const GgufValue& v, int depth, const std::string& key, const std::string& target) {
+  const auto* array = v.get_if<GgufArray>();
+  if (array == nullptr) return;
+  const std::string who = target + ": metadata " + quoted(key);
+  if (depth >= kMaxArrayDepth) throw FormatError(who + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
+  if (static_cast<uint32_t>(array->type) >= kTypeCount) throw FormatError(who + ": unknown array element type");
+  for (const auto& item : array->items) {
+    if (item.type() != array->type) {
+      throw FormatError(who + ": a " + gguf_type_name(static_cast<uint32_t>(item.type())) + " item in an array of " +
+                        gguf_type_name(static_cast<uint32_t>(array->type)));
+    }
+    check_value(item, depth + 1, key, target);
+  }
+}
+
 class Writer {
  public:
   Writer(std::ostream& out, const std::string& target) : out_(out), target_(target) {}
@@ -343,24 +359,17 @@ class Writer {
     }
   }
 
-  void put_value(const GgufValue& v, int depth, const std::string& key) {
+  // Writes a value checked by check_value.
+  void put_value(const GgufValue& v) {
     std::visit(
         [&](const auto& x) {
           using T = std::decay_t<decltype(x)>;
           if constexpr (std::is_same_v<T, std::string>) {
             put_string(x);
           } else if constexpr (std::is_same_v<T, GgufArray>) {
-            if (depth >= kMaxArrayDepth) fail("metadata " + quoted(key) + ": arrays nested too deep");
-            if (static_cast<uint32_t>(x.type) >= kTypeCount) fail("metadata " + quoted(key) + ": unknown array type");
             put<uint32_t>(static_cast<uint32_t>(x.type));
             put<uint64_t>(x.items.size());
-            for (const auto& item : x.items) {
-              if (item.type() != x.type) {
-                fail("metadata " + quoted(key) + ": a " + gguf_type_name(static_cast<uint32_t>(item.type())) +
-                     " item in an array of " + gguf_type_name(static_cast<uint32_t>(x.type)));
-              }
-              put_value(item, depth + 1, key);
-            }
+            for (const auto& item : x.items) put_value(item);
           } else if constexpr (std::is_same_v<T, bool>) {
             put<uint8_t>(x ? 1 : 0);
           } else {
@@ -470,6 +479,7 @@ void write_gguf(std::ostream& out, const GgufFile& file, const std::string& targ
   // Validate and lay out everything before the first byte goes out (keys are unique by construction).
   for (const auto& [key, value] : file.metadata.items()) {
     if (key.empty() || key.size() > kMaxKeyBytes) w.fail("metadata key of " + std::to_string(key.size()) + " bytes");
+    check_value(value, 0, key, target);
   }
   std::unordered_set<std::string> names;
   std::vector<uint64_t> sizes;
@@ -499,7 +509,7 @@ void write_gguf(std::ostream& out, const GgufFile& file, const std::string& targ
   for (const auto& [key, value] : file.metadata.items()) {
     w.put_string(key);
     w.put<uint32_t>(static_cast<uint32_t>(value.type()));
-    w.put_value(value, 0, key);
+    w.put_value(value);
   }
   for (size_t i = 0; i < file.tensors.size(); ++i) {
     const GgufTensor& t = file.tensors[i];
