@@ -60,7 +60,7 @@ uint64_t align_up(uint64_t n, uint64_t alignment) { return (n + alignment - 1) /
 
 bool is_power_of_two(uint64_t n) { return n != 0 && (n & (n - 1)) == 0; }
 
-std::string quoted(const std::string& s) {
+std::string printable(const std::string& s) {
   // Names in messages stay one line and short even when the file holds garbage.
   std::string out = "'";
   for (size_t i = 0; i < s.size() && i < 80; ++i) {
@@ -206,7 +206,7 @@ void parse_tensor_infos(Cursor& in, uint64_t count, GgufFile& file, std::vector<
     const std::string label = "tensor info " + std::to_string(i);
     GgufTensor t;
     t.name = in.read_string(label + " name");
-    const std::string who = "tensor " + quoted(t.name);
+    const std::string who = "tensor " + printable(t.name);
     if (t.name.size() > kGgufMaxNameBytes) {
       in.fail(who + ": name of " + std::to_string(t.name.size()) + " bytes (at most " +
               std::to_string(kGgufMaxNameBytes) + ")");
@@ -238,7 +238,7 @@ void place_tensor_data(const Cursor& in, const uint8_t* bytes, size_t size, uint
   std::vector<Placed> placed;
   for (size_t i = 0; i < file.tensors.size(); ++i) {
     const GgufTensor& t = file.tensors[i];
-    const std::string who = "tensor " + quoted(t.name);
+    const std::string who = "tensor " + printable(t.name);
     if (t.offset % alignment != 0) {
       in.fail(who + ": offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
               std::to_string(alignment));
@@ -258,8 +258,8 @@ void place_tensor_data(const Cursor& in, const uint8_t* bytes, size_t size, uint
   size_t owner = 0;
   for (const Placed& p : placed) {
     if (p.bytes > 0 && p.offset < end) {
-      in.fail("tensor " + quoted(file.tensors[p.index].name) + " overlaps tensor " +
-              quoted(file.tensors[owner].name) + " in the data section");
+      in.fail("tensor " + printable(file.tensors[p.index].name) + " overlaps tensor " +
+              printable(file.tensors[owner].name) + " in the data section");
     }
     if (p.offset + p.bytes > end) {
       end = p.offset + p.bytes;
@@ -316,7 +316,7 @@ class MappedFile {
 void check_value(const GgufValue& v, int depth, const std::string& key, const std::string& target) {
   const auto* array = v.get_if<GgufArray>();
   if (array == nullptr) return;
-  const std::string who = target + ": metadata " + quoted(key);
+  const std::string who = target + ": metadata " + printable(key);
   if (depth >= kMaxArrayDepth) throw FormatError(who + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
   if (static_cast<uint32_t>(array->type) >= kTypeCount) throw FormatError(who + ": unknown array element type");
   for (const auto& item : array->items) {
@@ -452,7 +452,7 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& source
     if (key.empty() || key.size() > kMaxKeyBytes) {
       in.fail(label + ": key of " + std::to_string(key.size()) + " bytes (must be 1 to 65535)");
     }
-    const std::string who = "metadata " + quoted(key);
+    const std::string who = "metadata " + printable(key);
     if (file.metadata.find(key) != nullptr) in.fail(who + " appears twice");
     const GgufType type = read_type(in, who);
     GgufValue value = read_value(in, type, 0, who);
@@ -486,7 +486,7 @@ void write_gguf(std::ostream& out, const GgufFile& file, const std::string& targ
   std::vector<uint64_t> offsets;
   uint64_t offset = 0;
   for (const GgufTensor& t : file.tensors) {
-    const std::string who = "tensor " + quoted(t.name);
+    const std::string who = "tensor " + printable(t.name);
     if (t.name.empty() || t.name.size() > kGgufMaxNameBytes) {
       w.fail(who + ": name of " + std::to_string(t.name.size()) + " bytes (must be 1 to 64)");
     }
@@ -525,7 +525,7 @@ void write_gguf(std::ostream& out, const GgufFile& file, const std::string& targ
     if (t.produce) {
       const std::vector<uint8_t> data = t.produce();
       if (data.size() != sizes[i]) {
-        w.fail("tensor " + quoted(t.name) + ": produced " + std::to_string(data.size()) + " bytes but needs " +
+        w.fail("tensor " + printable(t.name) + ": produced " + std::to_string(data.size()) + " bytes but needs " +
                std::to_string(sizes[i]));
       }
       w.put_bytes(data.data(), data.size());
