@@ -1,12 +1,6 @@
 #include "compress/gguf.h"
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -272,44 +266,6 @@ void place_tensor_data(const Cursor& in, const uint8_t* bytes, size_t size, uint
   }
 }
 
-// A read-only mapping of a whole file.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd_ < 0) throw IoError("cannot open " + path + ": " + std::strerror(errno));
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) {
-      const int err = errno;
-      ::close(fd_);
-      throw IoError("cannot stat " + path + ": " + std::strerror(err));
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      if (p == MAP_FAILED) {
-        const int err = errno;
-        ::close(fd_);
-        throw IoError("cannot map " + path + ": " + std::strerror(err));
-      }
-      data_ = static_cast<const uint8_t*>(p);
-    }
-  }
-  ~MappedFile() {
-    if (data_ != nullptr) ::munmap(const_cast<uint8_t*>(data_), size_);
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-
- private:
-  int fd_ = -1;
-  const uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-};
-
 // ---- writing ----
 
 // Arrays hold items of their declared type only, nested no deeper than the reader takes.
@@ -469,7 +425,7 @@ GgufFile parse_gguf(const uint8_t* bytes, size_t size, const std::string& source
 GgufFile read_gguf(const std::string& path) {
   const MappedFile file(path);
   static const uint8_t kEmpty = 0;
-  return parse_gguf(file.size() > 0 ? file.data() : &kEmpty, file.size(), path);
+  return parse_gguf(file.size() > 0 ? reinterpret_cast<const uint8_t*>(file.data()) : &kEmpty, file.size(), path);
 }
 
 void write_gguf(std::ostream& out, const GgufFile& file, const std::string& target) {

@@ -2,13 +2,31 @@
 
 #include <cmath>
 
+#include "core/comm/world.h"
 #include "core/data/client_data.h"
+#include "core/data/prepare.h"
+#include "core/tokenizer/tokenizer.h"
 #include "federated/options.h"
 #include "federated/sampling.h"
 #include "federated/topology.h"
 #include "train/trainer.h"
 
 namespace fedsplit {
+
+RunData resolve_run_data(World& world, const LmJobOptions& lm, const std::string& recipe_ini, bool resume) {
+  RunData out;
+  auto resolve = [&] {
+    out.tokenizer = resolve_tokenizer(lm.data);
+    out.shard_paths = resolve_shards(lm.data, *out.tokenizer);
+  };
+  if (world.rank() == 0) {
+    claim_run_dir(lm.run, recipe_ini, resume);
+    resolve();
+  }
+  world.barrier();
+  if (world.rank() != 0) resolve();
+  return out;
+}
 
 ClientData build_clients(const LmJobOptions& lm, const FederatedOptions& fed, const AttackOptions& attack,
                          const std::string& group_key, const std::vector<std::string>& shard_paths, int64_t global_rank,

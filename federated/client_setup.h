@@ -4,6 +4,7 @@
 // of who holds what; and the held-out evaluation of a model on every client's split. The federated
 // and split-learning jobs both build their clients here, from the [federated] keys.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,17 @@
 #include "train/lm_job.h"
 
 namespace fedsplit {
+
+class World;
+class Tokenizer;
+
+/// The run's tokenizer and token shards, rank 0 first: it claims the run directory and may train the
+/// tokenizer and prepare the shards into the cache that the other ranks then read.
+struct RunData {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<std::string> shard_paths;
+};
+RunData resolve_run_data(World& world, const LmJobOptions& lm, const std::string& recipe_ini, bool resume);
 
 struct ClientData {
   std::vector<TokenDataset> datasets;

@@ -182,21 +182,11 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
   const torch::Device device = world->backend() == "nccl" ? world->device() : pick_device(o.lm.run.device);
   const std::string ckpt_path = o.lm.run.dir + "/checkpoint.h5";
 
-  // Rank 0 first: it may train the tokenizer and prepare the shards into the cache the others then read.
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::vector<std::string> shard_paths;
-  if (is_server) {
-    claim_run_dir(o.lm.run, recipe_ini, resume);
-    tokenizer = resolve_tokenizer(o.lm.data);
-    shard_paths = resolve_shards(o.lm.data, *tokenizer);
-  }
-  world->barrier();
-  if (!is_server) {
-    tokenizer = resolve_tokenizer(o.lm.data);
-    shard_paths = resolve_shards(o.lm.data, *tokenizer);
-  }
+  RunData run_data = resolve_run_data(*world, o.lm, recipe_ini, resume);
+  const Tokenizer& tokenizer = *run_data.tokenizer;
+  const std::vector<std::string>& shard_paths = run_data.shard_paths;
 
-  Decoder model = initial_model(o.lm.model, *tokenizer, seed);
+  Decoder model = initial_model(o.lm.model, tokenizer, seed);
   if (o.lm.data.seq_len > model->options.max_position)
     throw ConfigError("data.seq_len = " + std::to_string(o.lm.data.seq_len) + " exceeds the model's max_position " +
                       std::to_string(model->options.max_position));
@@ -389,7 +379,7 @@ FederatedResult run_federated_job(const FederatedJobOptions& o, const std::strin
     const std::string out = o.lm.run.dir + "/model";
     make_dirs(out);
     save_hf_model(model, out);
-    copy_tokenizer(*tokenizer, out);
+    copy_tokenizer(tokenizer, out);
     log_info("saved the global model and tokenizer to ", out);
   }
   write_text_atomically(o.lm.run.dir + "/summary.json", summary.dump(2) + "\n");

@@ -10,7 +10,6 @@
 #include "core/comm/link_model.h"
 #include "core/comm/world.h"
 #include "core/config/recipe.h"
-#include "core/data/prepare.h"
 #include "core/model/hf.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
@@ -158,19 +157,10 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
   torch::manual_seed(seed);
   const torch::Device device = pick_device(o.lm.run.device);
 
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::vector<std::string> shard_paths;
-  if (is_server) {
-    claim_run_dir(o.lm.run, recipe_ini, resume);
-    tokenizer = resolve_tokenizer(o.lm.data);
-    shard_paths = resolve_shards(o.lm.data, *tokenizer);
-  }
-  world->barrier();
-  if (!is_server) {
-    tokenizer = resolve_tokenizer(o.lm.data);
-    shard_paths = resolve_shards(o.lm.data, *tokenizer);
-  }
-  Decoder model = initial_model(o.lm.model, *tokenizer, seed);
+  RunData run_data = resolve_run_data(*world, o.lm, recipe_ini, resume);
+  const Tokenizer& tokenizer = *run_data.tokenizer;
+  const std::vector<std::string>& shard_paths = run_data.shard_paths;
+  Decoder model = initial_model(o.lm.model, tokenizer, seed);
   if (o.lm.data.seq_len > model->options.max_position)
     throw ConfigError("data.seq_len = " + std::to_string(o.lm.data.seq_len) + " exceeds the model's max_position " +
                       std::to_string(model->options.max_position));
@@ -459,7 +449,7 @@ SplitResult run_split_job(const SplitJobOptions& o, const std::string& recipe_in
     const std::string out = o.lm.run.dir + "/model";
     make_dirs(out);
     save_hf_model(model, out);
-    copy_tokenizer(*tokenizer, out);
+    copy_tokenizer(tokenizer, out);
     log_info("saved the model and tokenizer to ", out);
   }
   write_text_atomically(o.lm.run.dir + "/summary.json", summary.dump(2) + "\n");

@@ -1,9 +1,14 @@
 #include "core/util/fs.h"
 
+#include <fcntl.h>
 #include <ftw.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -63,6 +68,32 @@ bool path_exists(const std::string& path) {
 void remove_tree(const std::string& path) {
   ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { std::remove(p); return 0; }, 16,
          FTW_DEPTH | FTW_PHYS);
+}
+
+MappedFile::MappedFile(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw IoError("cannot open " + path + ": " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) {
+    const int err = errno;
+    ::close(fd_);
+    throw IoError("cannot stat " + path + ": " + std::strerror(err));
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
+    if (p == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd_);
+      throw IoError("cannot map " + path + ": " + std::strerror(err));
+    }
+    data_ = static_cast<const char*>(p);
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 }  // namespace fedsplit
