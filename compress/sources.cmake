@@ -1,8 +1,15 @@
 set(COMPRESS_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/calibration.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_tensor.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gptq.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/job_setup.cpp
   ${CMAKE_CURRENT_LIST_DIR}/prune.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/prune_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/ptq.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/ptq_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_record.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/sparsify.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/structured.cpp)

@@ -6,6 +6,8 @@
 #include "core/util/log.h"
 #include "launch/commands.h"
 #include "launch/embedded_recipes.h"
+#include "compress/prune_job.h"
+#include "compress/ptq_job.h"
 #include "federated/fed_job.h"
 #include "peft/method.h"
 #include "split/split_job.h"
@@ -44,6 +46,10 @@ int run(const Args& args) {
   bind_topology_options(recipe, job.topology);
   SplitSchemeOptions split;
   bind_split_options(recipe, split);
+  QuantizeJobOptions quantize;
+  bind_quantize_options(recipe, quantize);
+  PruneJobOptions prune;
+  bind_prune_options(recipe, prune);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -64,6 +70,16 @@ int run(const Args& args) {
   if (options.run.mode == "split") {
     const SplitResult result = run_split_job({job.lm, job.peft, job.fed, split}, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "quantize") {
+    const double loss = run_quantize_job(job.lm, quantize, recipe.to_ini(), resume);
+    log_info("done: held-out loss ", loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "prune") {
+    const double loss = run_prune_job(job.lm, prune, recipe.to_ini(), resume);
+    log_info("done: held-out loss ", loss, " in ", options.run.dir);
     return 0;
   }
   const auto adaptation = peft_adaptation(job.peft);

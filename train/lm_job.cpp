@@ -16,7 +16,7 @@
 
 namespace fedsplit {
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
-  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split"}, "what the run does");
+  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split", "quantize", "prune"}, "what the run does");
   r.add("run.dir", &o.run.dir, "run directory (metrics.jsonl, checkpoint.h5, model/)");
   r.add("run.seed", &o.run.seed, "seed for model init, data order and dropout", 0, std::numeric_limits<int64_t>::max());
   r.add("run.threads", &o.run.threads, "CPU threads for LibTorch (0 = all cores)", 0, 1024);
