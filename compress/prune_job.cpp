@@ -15,6 +15,7 @@
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "core/util/log.h"
+#include "peft/method.h"
 #include "train/trainer.h"
 
 namespace fedsplit {
@@ -56,17 +57,25 @@ void bind_prune_options(Recipe& r, PruneJobOptions& o) {
   r.add("prune.head_fraction", &o.head_fraction, "structured: fraction of query heads removed per key/value group", 0.0, 0.99);
   r.add("prune.channel_fraction", &o.channel_fraction, "structured: fraction of MLP channels removed per block", 0.0, 0.99);
   r.add("prune.calibration_batches", &o.calibration_batches, "training batches Wanda calibrates on", 0, 1 << 20);
+  r.add_choice("prune.recovery", &o.recovery, {"full", "lora"},
+               "recovery fine-tuning of the whole model, or of LoRA adapters ([peft] keys) merged at the end");
   r.add("prune.recovery_steps", &o.recovery_steps, "fine-tuning steps after pruning with [train]'s settings (0 = none)",
         0, std::numeric_limits<int64_t>::max());
 }
 
-double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const std::string& recipe_ini, bool resume) {
+double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const PeftOptions& peft,
+                     const std::string& recipe_ini, bool resume) {
   const auto [n, m] = parse_pattern(o.pattern);
   const bool structured = o.head_fraction > 0 || o.channel_fraction > 0;
   const bool unstructured = m > 0 || o.sparsity > 0;
   if (!structured && !unstructured)
     throw ConfigError("run.mode = prune has nothing to do: set prune.sparsity, prune.pattern = N:M, "
                       "prune.head_fraction or prune.channel_fraction");
+  const bool lora = o.recovery == "lora" && o.recovery_steps > 0;
+  if (lora && unstructured)
+    throw ConfigError("prune.recovery = lora: merging the adapters would fill the pruned zeros; use prune.recovery = "
+                      "full with prune.sparsity / prune.pattern (LoRA suits structured pruning)");
+  const LoraOptions lora_settings = lora_options(peft);
   CompressRun run = open_compress_run(lm, recipe_ini, resume, "prune");
   const int64_t base_parameters = count_parameters(run.model);
   const double base_loss = held_out_loss(run.model, run, lm.train);
@@ -100,6 +109,7 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const std
   double loss = pruned_loss;
   if (o.recovery_steps > 0) {
     freeze_pruned(run.model, masks);
+    if (lora) apply_lora(run.model, lora_settings, static_cast<uint64_t>(lm.run.seed));
     TrainOptions train = lm.train;
     train.steps = o.recovery_steps;
     RunContext ctx;
@@ -109,6 +119,10 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const std
     ctx.model_config = config_to_hf(run.model->options).dump(2);
     ctx.resume = resume;
     ctx.stop_after = lm.run.stop_after;
+    if (lora) {
+      ctx.adapter = "lora";
+      ctx.base_model = lm.model.init;
+    }
     run.model->train();
     const TrainResult result = train_language_model(
         *run.model, [&](const torch::Tensor& ids) { return run.model->forward(ids); }, *run.data, train, ctx);
@@ -116,12 +130,13 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const std
       log_info("stopped after step ", result.steps, " of ", train.steps, " (run.stop_after): continue with --resume");
       return result.val_loss;
     }
+    if (lora) merge_and_unload(run.model);
     loss = held_out_loss(run.model, run, lm.train);
     if (unstructured && projection_sparsity(run.model) + 1e-9 < sparsity)
       throw Error("recovery fine-tuning revived pruned weights (sparsity " + std::to_string(projection_sparsity(run.model)) +
                   " < " + std::to_string(sparsity) + "): this is a bug, please report it");
     log_info("recovery: ", o.recovery_steps, " steps, held-out perplexity ", std::exp(pruned_loss), " -> ", std::exp(loss));
-    summary.update({{"recovery_steps", o.recovery_steps}});
+    summary.update({{"recovery_steps", o.recovery_steps}, {"recovery", o.recovery}});
   }
   summary.update({{"val_loss", loss}, {"val_ppl", std::exp(loss)}});
   const std::string out = lm.run.dir + "/model";

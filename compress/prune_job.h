@@ -1,8 +1,9 @@
 // run.mode = prune: pruning of a trained model (model.init) — structured (whole attention heads
 // and MLP channels, the model shrinks) and/or unstructured / N:M (weights set to zero), by
 // magnitude or Wanda on calibration batches from the training split — then optional recovery
-// fine-tuning of the whole model with [train]'s settings, the pruned weights held at zero. The
-// result lands in <run.dir>/model; summary.json has held-out loss at each stage.
+// fine-tuning with [train]'s settings: of the whole model, the pruned weights held at zero, or of
+// LoRA adapters ([peft] keys) merged in at the end (structured pruning only: a merged update would
+// fill the zeros). The result lands in <run.dir>/model; summary.json has held-out loss at each stage.
 #pragma once
 #include <string>
 
@@ -11,6 +12,7 @@
 namespace fedsplit {
 
 class Recipe;
+struct PeftOptions;
 
 /// The [prune] keys.
 struct PruneJobOptions {
@@ -22,11 +24,13 @@ struct PruneJobOptions {
   double channel_fraction = 0;        ///< structured: fraction of MLP channels removed per block
   int64_t calibration_batches = 16;   ///< training batches Wanda sees
   int64_t recovery_steps = 0;         ///< fine-tuning steps after pruning ([train] lr, schedule, ...); 0 = none
+  std::string recovery = "full";      ///< full | lora (adapters from the [peft] keys, merged at the end)
 };
 
 void bind_prune_options(Recipe& recipe, PruneJobOptions& options);
 
 /// Runs the job; returns the final held-out loss.
-double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& options, const std::string& recipe_ini, bool resume);
+double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& options, const PeftOptions& peft,
+                     const std::string& recipe_ini, bool resume);
 
 }  // namespace fedsplit

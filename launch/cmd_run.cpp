@@ -78,7 +78,7 @@ int run(const Args& args) {
     return 0;
   }
   if (options.run.mode == "prune") {
-    const double loss = run_prune_job(job.lm, prune, recipe.to_ini(), resume);
+    const double loss = run_prune_job(job.lm, prune, job.peft, recipe.to_ini(), resume);
     log_info("done: held-out loss ", loss, " in ", options.run.dir);
     return 0;
   }

@@ -2,7 +2,7 @@
 // Post-training compression through the executable, on a tiny trained llama: run.mode = quantize
 // (GPTQ and RTN) writes a model on its recorded grid whose held-out loss is the one reported;
 // run.mode = prune holds pruned weights at zero through recovery fine-tuning, which lowers the
-// loss; structured pruning shrinks the saved model; bad keys are refused with their name.
+// loss; structured pruning shrinks the saved model and LoRA recovery merges into it; bad keys are refused with their name.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -30,9 +30,9 @@ std::string run_section(const std::string& mode, const std::string& dir) {
 
 // The job's recipe: compress the tiny base with `section` (e.g. "[quantize]\nmethod = gptq\n").
 std::string compress_recipe(const TempDir& tmp, const std::string& mode, const std::string& dir,
-                            const std::string& section) {
+                            const std::string& section, const std::string& lr) {
   return run_section(mode, dir) + data_section(tmp) + "[model]\ninit = " + (tmp / "base/model") + "\n\n" + section +
-         "\n[train]\nlr = 1e-4\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\ncheckpoint_every = 0\n";
+         "\n[train]\nlr = " + lr + "\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\ncheckpoint_every = 0\n";
 }
 
 nlohmann::json summary(const std::string& dir) { return nlohmann::json::parse(read_text(dir + "/summary.json")); }
@@ -50,8 +50,9 @@ class CliCompress : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete tmp_; }
   // Runs the compression recipe; its output on failure.
-  static fedsplit::testing::CommandResult run_job(const std::string& name, const std::string& mode, const std::string& section) {
-    write_text(*tmp_ / (name + ".ini"), compress_recipe(*tmp_, mode, *tmp_ / name, section));
+  static fedsplit::testing::CommandResult run_job(const std::string& name, const std::string& mode,
+                                                 const std::string& section, const std::string& lr = "1e-4") {
+    write_text(*tmp_ / (name + ".ini"), compress_recipe(*tmp_, mode, *tmp_ / name, section, lr));
     return run_fedsplit("run " + (*tmp_ / (name + ".ini")));
   }
   static TempDir* tmp_;
@@ -95,12 +96,28 @@ TEST_F(CliCompress, TwoOfFourAndStructuredPruning) {
   auto r = run_job("two-four", "prune", "[prune]\nmethod = magnitude\npattern = 2:4\n");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_DOUBLE_EQ(summary(*tmp_ / "two-four")["projection_sparsity"].get<double>(), 0.5);
-  r = run_job("heads", "prune", "[prune]\nmethod = wanda\nsparsity = 0\nhead_fraction = 0.5\nchannel_fraction = 0.25\ncalibration_batches = 2\n");
+  // Structured, then LoRA recovery merged into the smaller model: against the same pruning without
+  // recovery, exactly the adapted projections changed.
+  const std::string structured = "[prune]\nmethod = wanda\nsparsity = 0\nhead_fraction = 0.5\nchannel_fraction = 0.25\n"
+                                 "calibration_batches = 2\n";
+  r = run_job("heads", "prune", structured);
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  fedsplit::Decoder model = fedsplit::load_any_model(*tmp_ / "heads/model");
-  EXPECT_EQ(model->options.num_heads, 2);
-  EXPECT_EQ(model->options.intermediate_size, 96);
-  EXPECT_EQ(summary(*tmp_ / "heads")["parameters"].get<int64_t>(), fedsplit::count_parameters(model));
+  r = run_job("heads-lora", "prune",
+              structured + "recovery = lora\nrecovery_steps = 10\n\n[peft]\nr = 4\nalpha = 8\ntarget_modules = q_proj down_proj\n",
+              "3e-3");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  fedsplit::Decoder pruned = fedsplit::load_any_model(*tmp_ / "heads/model");
+  fedsplit::Decoder recovered = fedsplit::load_any_model(*tmp_ / "heads-lora/model");
+  EXPECT_EQ(pruned->options.num_heads, 2);
+  EXPECT_EQ(pruned->options.intermediate_size, 96);
+  EXPECT_EQ(summary(*tmp_ / "heads")["parameters"].get<int64_t>(), fedsplit::count_parameters(pruned));
+  EXPECT_EQ(summary(*tmp_ / "heads-lora")["recovery"], "lora");
+  auto after = recovered->named_parameters();
+  ASSERT_EQ(after.size(), pruned->named_parameters().size());  // plain HF parameters, no adapters left
+  for (const auto& p : pruned->named_parameters()) {
+    const bool adapted = p.key().find("q_proj") != std::string::npos || p.key().find("down_proj") != std::string::npos;
+    EXPECT_EQ(torch::equal(p.value(), after[p.key()]), !adapted) << p.key();
+  }
 }
 
 TEST_F(CliCompress, BadKeysAreNamed) {
@@ -110,6 +127,9 @@ TEST_F(CliCompress, BadKeysAreNamed) {
   r = run_job("bad2", "prune", "[prune]\nsparsity = 0\n");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("nothing to do"), std::string::npos) << r.output;
+  r = run_job("bad5", "prune", "[prune]\nrecovery = lora\nrecovery_steps = 5\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("prune.recovery = lora"), std::string::npos) << r.output;
   r = run_job("bad3", "quantize", "[quantize]\nbits = 5\n");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("quantize.bits"), std::string::npos) << r.output;
