@@ -5,6 +5,7 @@
 
 #include "compress/gguf_export.h"
 #include "compress/gguf_import.h"
+#include "compress/gguf_llama.h"
 #include "compress/gguf_vocab.h"
 #include "compress/quant_record.h"
 #include "core/model/hf.h"
@@ -61,6 +62,7 @@ int export_gguf_command(const Args& args) {
     throw IoError("--tokenizer " + tokenizer + ": no such file or directory");
 
   Decoder model = load_source(model_path, adapter);
+  gguf_architecture(model->options);  // refuses a family llama.cpp cannot run before anything is written
   const bool from_gguf = is_gguf_model_path(model_path);
   if (tokenizer.empty() && !from_gguf) tokenizer = find_model_tokenizer(model_path);
   if (tokenizer.empty())
