@@ -48,7 +48,8 @@ struct GgufExportOptions {
   GgufQuant quant = GgufQuant::f16;
   /// general.name.
   std::string name = "fedsplit";
-  /// Tokenizer file or directory to embed ("" = none: llama.cpp will not load such a file).
+  /// Tokenizer file or directory to embed ("" = none: llama.cpp refuses such a file, "key not found in
+  /// model: tokenizer.ggml.model"; fedsplit's import and engine do not need it).
   std::string tokenizer;
   /// Pipeline stages; empty = one stage holding every layer.
   std::vector<StageRange> stages;
