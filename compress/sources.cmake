@@ -1,8 +1,13 @@
 set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/calibration.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_export.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_import.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_llama.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_manifest.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_tensor.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gptq.cpp
   ${CMAKE_CURRENT_LIST_DIR}/job_setup.cpp
   ${CMAKE_CURRENT_LIST_DIR}/prune.cpp
@@ -12,4 +17,5 @@ set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/quant_record.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sparsify.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/stage_plan.cpp
   ${CMAKE_CURRENT_LIST_DIR}/structured.cpp)

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "compress/gguf_import.h"
 #include "core/data/dataset.h"
 #include "core/data/prepare.h"
 #include "core/io/safetensors.h"
@@ -24,7 +25,7 @@ int logits(const Args& args) {
   int64_t threads = 0;
   po::options_description flags("logits");
   flags.add_options()
-      ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
+      ("model", po::value(&model_path)->required(), "HF model directory, checkpoint.h5, .gguf or a GGUF export's manifest.json")
       ("adapter", po::value(&adapter), "adapter directory to apply: PEFT LoRA, DoRA or prefix tuning, or fedsplit bottleneck")
       ("input", po::value(&input)->required(), "safetensors file with an int64 `input_ids` tensor [B, T]")
       ("out", po::value(&out)->required(), "safetensors file to write, holding fp32 `logits` [B, T, vocab]")
@@ -32,7 +33,7 @@ int logits(const Args& args) {
   po::variables_map values;
   if (!parse_flags("logits", args, flags, values)) return 0;
   set_cpu_threads(threads);
-  Decoder model = load_any_model(model_path);
+  Decoder model = is_gguf_model_path(model_path) ? import_gguf(model_path) : load_any_model(model_path);
   if (!adapter.empty()) load_peft_adapter(model, adapter);
   const TensorMap tensors = load_safetensors(input);
   auto it = tensors.find("input_ids");
@@ -60,7 +61,7 @@ int eval(const Args& args) {
   d.batch_size = 8;
   po::options_description flags("eval");
   flags.add_options()
-      ("model", po::value(&model_path)->required(), "HF model directory or checkpoint.h5")
+      ("model", po::value(&model_path)->required(), "HF model directory, checkpoint.h5, .gguf or a GGUF export's manifest.json")
       ("adapter", po::value(&adapter), "PEFT adapter directory to apply (e.g. a fine-tuning run's adapter/)")
       ("data", po::value(&d.corpus)->required(), "token shard (.h5), or a corpus name/path to tokenize with the model's tokenizer")
       ("tokenizer", po::value(&d.tokenizer), "tokenizer for a corpus (default: the one in the model's directory)")
@@ -76,7 +77,7 @@ int eval(const Args& args) {
   po::variables_map values;
   if (!parse_flags("eval", args, flags, values)) return 0;
   set_cpu_threads(threads);
-  Decoder model = load_any_model(model_path);
+  Decoder model = is_gguf_model_path(model_path) ? import_gguf(model_path) : load_any_model(model_path);
   if (!adapter.empty()) load_peft_adapter(model, adapter);
   std::vector<std::string> shards;
   if (has_suffix(d.corpus, ".h5")) {

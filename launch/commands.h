@@ -16,5 +16,6 @@ int eval(const Args& args);           ///< fedsplit eval --model M --data D
 int peft(const Args& args);           ///< fedsplit peft merge --model M --adapter A --out DIR
 int report(const Args& args);         ///< fedsplit report RUN_DIR [--out FILE]
 int plan(const Args& args);           ///< fedsplit plan split --model M --profile devices.ini ...
+int export_model(const Args& args);   ///< fedsplit export gguf|hf --model M --out DIR ...
 
 }  // namespace fedsplit::cli

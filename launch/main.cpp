@@ -20,6 +20,9 @@ commands:
   peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
   report RUN_DIR [--out FILE]                         an HTML page of a run's charts and tables
   plan split --model M --profile devices.ini          profile a model and pick the split-learning cut
+  export gguf --model M --quant Q --out DIR [--stages N | --plan P] [--adapter A]
+                                                      GGUF (f32|f16|q8_0|q4_0) for llama.cpp, one shard per stage
+  export hf --model M --out DIR [--adapter A]         a HF model directory (M may be a .gguf export)
 
 Run `fedsplit <command> --help` for a command's options.
 )";
@@ -31,7 +34,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
       {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report},
-      {"plan", cli::plan}};
+      {"plan", cli::plan}, {"export", cli::export_model}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

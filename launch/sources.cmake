@@ -6,4 +6,5 @@ set(LAUNCH_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cmd_model.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_peft.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_report.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/cmd_plan.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_plan.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_export.cpp)
