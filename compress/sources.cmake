@@ -1,8 +1,12 @@
 set(COMPRESS_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/distill_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/distill_loss.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_quant.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_tensor.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gptq.cpp
   ${CMAKE_CURRENT_LIST_DIR}/prune.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/qat.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/qat_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_record.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp)

@@ -1,6 +1,8 @@
 // fedsplit run [RECIPE] [--section.key=value ...] [--resume]
 #include <iostream>
 
+#include "compress/distill_job.h"
+#include "compress/qat_job.h"
 #include "core/config/recipe.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -44,6 +46,10 @@ int run(const Args& args) {
   bind_topology_options(recipe, job.topology);
   SplitSchemeOptions split;
   bind_split_options(recipe, split);
+  DistillOptions distill;
+  bind_distill_options(recipe, distill);
+  QatOptions qat;
+  bind_qat_options(recipe, qat);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -64,6 +70,16 @@ int run(const Args& args) {
   if (options.run.mode == "split") {
     const SplitResult result = run_split_job({job.lm, job.peft, job.fed, split}, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "distill" || options.run.mode == "qat") {
+    if (job.peft.method != "none")
+      throw ConfigError("run.mode = " + options.run.mode + " trains the whole model: set peft.method = none");
+    const TrainResult result = options.run.mode == "distill"
+                                   ? run_distill_job(options, distill, recipe.to_ini(), resume)
+                                   : run_qat_job(options, qat, distill, recipe.to_ini(), resume);
+    if (result.steps >= options.train.steps)
+      log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
   const auto adaptation = peft_adaptation(job.peft);
