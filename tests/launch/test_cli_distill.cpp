@@ -127,8 +127,17 @@ TEST_F(CliDistill, BadKeysAreRefusedInOneLine) {
   struct Case {
     std::string flags, needle;
   };
+  // A recipe without a teacher.
+  std::string no_teacher = distill_recipe(tmp, tmp / "e");
+  const std::string teacher_line = "teacher = " + (tmp / "teacher/model") + "\n";
+  no_teacher.erase(no_teacher.find(teacher_line), teacher_line.size());
+  write_text(tmp / "no_teacher.ini", no_teacher);
+  auto r = run_fedsplit("run " + (tmp / "no_teacher.ini"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("distill.teacher is required"), std::string::npos) << r.output;
+  EXPECT_EQ(count_lines_with(r.output, "fedsplit: "), 1) << r.output;
+
   const std::vector<Case> cases = {
-      {"--distill.teacher=", "distill.teacher is required"},
       {"--distill.alpha=1.5", "distill.alpha"},
       {"--distill.student_layers=5", "distill.student_layers = 5 exceeds the teacher's 4 layers"},
       {"--distill.divergence=js", "distill.divergence"},

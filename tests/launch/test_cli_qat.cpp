@@ -106,8 +106,16 @@ TEST_F(CliQat, BadKeysAreRefused) {
   struct Case {
     std::string flags, needle;
   };
+  // A recipe without model.init.
+  std::string no_init = qat_recipe(tmp, tmp / "e");
+  const std::string init_line = "init = " + (tmp / "base/model") + "\n";
+  no_init.erase(no_init.find(init_line), init_line.size());
+  write_text(tmp / "no_init.ini", no_init);
+  auto r = run_fedsplit("run " + (tmp / "no_init.ini"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("set model.init"), std::string::npos) << r.output;
+
   const std::vector<Case> cases = {
-      {"--model.init=", "set model.init"},
       {"--qat.group_size=48", "qat.group_size = 48"},
       {"--qat.bits=6", "qat.bits = 6"},
       {"--qat.bits=16", "qat.bits"},
