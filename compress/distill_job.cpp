@@ -36,7 +36,7 @@ int64_t parameter_count(const torch::nn::Module& m) {
 }  // namespace
 
 void bind_distill_options(Recipe& r, DistillOptions& o) {
-  r.add("distill.teacher", &o.teacher, "run.mode = distill: the teacher, a HF model directory or checkpoint.h5 (required)");
+  r.add("distill.teacher", &o.teacher, "run.mode = distill (required), or qat (optional): the teacher, a HF model directory or checkpoint.h5");
   r.add("distill.teacher_adapter", &o.teacher_adapter, "PEFT adapter directory applied to the teacher (LoRA merged)");
   r.add("distill.alpha", &o.loss.alpha, "weight of the teacher's soft targets; 1 - alpha weighs the labels", 0.0, 1.0);
   r.add("distill.temperature", &o.loss.temperature, "softmax temperature of the soft targets (KL scaled by its square)",
