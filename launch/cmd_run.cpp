@@ -62,6 +62,9 @@ int run(const Args& args) {
   } else {
     recipe.parse(recipe_path, overrides);
   }
+  if (!distill.teacher.empty() && options.run.mode != "distill" && options.run.mode != "qat")
+    throw ConfigError("distill.teacher is set but run.mode = " + options.run.mode +
+                      ": a teacher is used by run.mode = distill or qat only; remove it or change run.mode");
   if (options.run.mode == "federated") {
     const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);

@@ -144,6 +144,7 @@ TEST_F(CliDistill, BadKeysAreRefusedInOneLine) {
       {"--distill.divergence=js", "distill.divergence"},
       {"--distill.layer_map=0:9", "distill.layer_map"},
       {"--distill.student_init=teacher --model.init=" + (tmp / "teacher/model"), "leave model.init empty"},
+      {"--run.mode=train", "distill.teacher is set but run.mode = train"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.flags);
