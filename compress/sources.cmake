@@ -1,5 +1,7 @@
 set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/calibration.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/distill_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/distill_loss.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_export.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_import.cpp
@@ -14,6 +16,8 @@ set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/prune_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ptq.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ptq_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/qat.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/qat_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_record.cpp
   ${CMAKE_CURRENT_LIST_DIR}/rtn.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sparsify.cpp

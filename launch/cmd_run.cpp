@@ -1,6 +1,8 @@
 // fedsplit run [RECIPE] [--section.key=value ...] [--resume]
 #include <iostream>
 
+#include "compress/distill_job.h"
+#include "compress/qat_job.h"
 #include "core/config/recipe.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
@@ -50,6 +52,10 @@ int run(const Args& args) {
   bind_quantize_options(recipe, quantize);
   PruneJobOptions prune;
   bind_prune_options(recipe, prune);
+  DistillOptions distill;
+  bind_distill_options(recipe, distill);
+  QatOptions qat;
+  bind_qat_options(recipe, qat);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
@@ -62,6 +68,9 @@ int run(const Args& args) {
   } else {
     recipe.parse(recipe_path, overrides);
   }
+  if (!distill.teacher.empty() && options.run.mode != "distill" && options.run.mode != "qat")
+    throw ConfigError("distill.teacher is set but run.mode = " + options.run.mode +
+                      ": a teacher is used by run.mode = distill or qat only; remove it or change run.mode");
   if (options.run.mode == "federated") {
     const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
@@ -72,6 +81,11 @@ int run(const Args& args) {
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
+  const bool compress_mode = options.run.mode == "quantize" || options.run.mode == "prune" ||
+                             options.run.mode == "distill" || options.run.mode == "qat";
+  if (compress_mode && job.peft.method != "none")
+    throw ConfigError("run.mode = " + options.run.mode + " works on the whole model: set peft.method = none" +
+                      (options.run.mode == "prune" ? " (LoRA recovery is prune.recovery = lora, with the other [peft] keys)" : ""));
   if (options.run.mode == "quantize") {
     const double loss = run_quantize_job(job.lm, quantize, recipe.to_ini(), resume);
     log_info("done: held-out loss ", loss, " in ", options.run.dir);
@@ -80,6 +94,14 @@ int run(const Args& args) {
   if (options.run.mode == "prune") {
     const double loss = run_prune_job(job.lm, prune, job.peft, recipe.to_ini(), resume);
     log_info("done: held-out loss ", loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "distill" || options.run.mode == "qat") {
+    const TrainResult result = options.run.mode == "distill"
+                                   ? run_distill_job(options, distill, recipe.to_ini(), resume)
+                                   : run_qat_job(options, qat, distill, recipe.to_ini(), resume);
+    if (result.steps >= options.train.steps)
+      log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
   const auto adaptation = peft_adaptation(job.peft);

@@ -16,7 +16,8 @@
 
 namespace fedsplit {
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
-  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split", "quantize", "prune"}, "what the run does");
+  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split", "quantize", "prune", "distill", "qat"},
+               "what the run does");
   r.add("run.dir", &o.run.dir, "run directory (metrics.jsonl, checkpoint.h5, model/)");
   r.add("run.seed", &o.run.seed, "seed for model init, data order and dropout", 0, std::numeric_limits<int64_t>::max());
   r.add("run.threads", &o.run.threads, "CPU threads for LibTorch (0 = all cores)", 0, 1024);
@@ -39,31 +40,64 @@ void bind_lm_job(Recipe& r, LmJobOptions& o) {
   bind_train_options(r, o.train);
 }
 
-TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume,
-                       const ModelAdaptation* adaptation) {
-  if (adaptation && o.model.init.empty())
-    throw ConfigError("peft.method = " + adaptation->method +
-                      " fine-tunes a trained model: set model.init to its HF directory (e.g. runs/pretrain-base/model)");
+LmJobStart start_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume) {
   set_cpu_threads(o.run.threads);
   torch::manual_seed(static_cast<uint64_t>(o.run.seed));
-  const torch::Device device = pick_device(o.run.device);
+  LmJobStart start;
+  start.device = pick_device(o.run.device);
   claim_run_dir(o.run, recipe_ini, resume);
 
-  auto tokenizer = resolve_tokenizer(o.data);
-  copy_tokenizer(*tokenizer, o.run.dir);  // so that checkpoints in the run directory evaluate alone
+  start.tokenizer = resolve_tokenizer(o.data);
+  copy_tokenizer(*start.tokenizer, o.run.dir);  // so that checkpoints in the run directory evaluate alone
   DatasetOptions d;
   d.seq_len = o.data.seq_len;
   d.batch_size = o.data.batch_size;
   d.val_fraction = o.data.val_fraction;
   d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.run.seed);
   d.filter = MetaFilter::parse(o.data.filter);
-  TokenDataset data(resolve_shards(o.data, *tokenizer), d);
+  start.data = std::make_unique<TokenDataset>(resolve_shards(o.data, *start.tokenizer), d);
+  return start;
+}
 
-  Decoder model = initial_model(o.model, *tokenizer, static_cast<uint64_t>(o.run.seed));
+void check_model_fits(const Decoder& model, const TokenDataset& data, const LmJobOptions& o) {
   data.check_vocab(model->options.vocab_size);
   if (o.data.seq_len > model->options.max_position)
     throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +
                       std::to_string(model->options.max_position) + ": lower data.seq_len");
+}
+
+RunContext lm_run_context(const LmJobOptions& o, const Decoder& model, torch::Device device,
+                          const std::string& recipe_ini, bool resume) {
+  RunContext ctx;
+  ctx.run_dir = o.run.dir;
+  ctx.device = device;
+  ctx.recipe_ini = recipe_ini;
+  ctx.model_config = config_to_hf(model->options).dump(2);
+  ctx.resume = resume;
+  ctx.stop_after = o.run.stop_after;
+  return ctx;
+}
+
+std::string save_run_model(Decoder& model, const Tokenizer& tokenizer, const std::string& run_dir) {
+  const std::string out = run_dir + "/model";
+  make_dirs(out);
+  save_hf_model(model, out);
+  copy_tokenizer(tokenizer, out);
+  return out;
+}
+
+TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume,
+                       const ModelAdaptation* adaptation) {
+  if (adaptation && o.model.init.empty())
+    throw ConfigError("peft.method = " + adaptation->method +
+                      " fine-tunes a trained model: set model.init to its HF directory (e.g. runs/pretrain-base/model)");
+  LmJobStart start = start_lm_job(o, recipe_ini, resume);
+  const torch::Device device = start.device;
+  const auto& tokenizer = start.tokenizer;
+  TokenDataset& data = *start.data;
+
+  Decoder model = initial_model(o.model, *tokenizer, static_cast<uint64_t>(o.run.seed));
+  check_model_fits(model, data, o);
   const int64_t parameters = count_parameters(model);
   if (adaptation && adaptation->prepare_base) adaptation->prepare_base(model);
   model->to(device);
@@ -79,13 +113,7 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
   log_info("model: ", to_string(model->options.family), ", ", parameters, " parameters (", trainable, " train, ",
            100.0 * trainable / parameters, "%), on ", device.str(), ", ", torch::get_num_threads(), " threads");
 
-  RunContext ctx;
-  ctx.run_dir = o.run.dir;
-  ctx.device = device;
-  ctx.recipe_ini = recipe_ini;
-  ctx.model_config = config_to_hf(model->options).dump(2);
-  ctx.resume = resume;
-  ctx.stop_after = o.run.stop_after;
+  RunContext ctx = lm_run_context(o, model, device, recipe_ini, resume);
   if (adaptation) {
     ctx.adapter = adaptation->method;
     ctx.base_model = o.model.init;
@@ -118,10 +146,7 @@ TrainResult run_lm_job(const LmJobOptions& o, const std::string& recipe_ini, boo
              adaptation->mergeable ? ", or fold it in with fedsplit peft merge" : "", ")");
   } else {
     // The trained model in HF format, with its tokenizer beside it, for later recipes and tools.
-    const std::string out = o.run.dir + "/model";
-    make_dirs(out);
-    save_hf_model(model, out);
-    copy_tokenizer(*tokenizer, out);
+    const std::string out = save_run_model(model, *tokenizer, o.run.dir);
     log_info("saved the model and tokenizer to ", out);
   }
   write_text_atomically(o.run.dir + "/summary.json", summary.dump(2) + "\n");

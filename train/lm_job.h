@@ -2,12 +2,15 @@
 // scratch or from a HF model, ending with the model saved in HF format in the run directory.
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 
+#include "core/data/dataset.h"
 #include "core/data/prepare.h"
 #include "core/model/decoder.h"
 #include "train/options.h"
 #include "train/run_setup.h"
+#include "core/tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
 namespace fedsplit {
@@ -30,6 +33,28 @@ struct ModelAdaptation {
   std::function<void(const Decoder& model, const std::string& dir)> save;  ///< writes the adapter to dir
   bool mergeable = false;  ///< the adapter folds into the weights (`fedsplit peft merge`)
 };
+
+/// What a job on the train job's keys has before its model: the device, the tokenizer (copied into
+/// the run directory) and the dataset.
+struct LmJobStart {
+  torch::Device device = torch::kCPU;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<TokenDataset> data;
+};
+
+/// Sets threads and seed, picks the device, claims the run directory (see claim_run_dir), resolves
+/// the tokenizer and opens the [data] dataset. The train job starts so; distill and qat jobs too.
+LmJobStart start_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume);
+
+/// ConfigError/DataError unless `model` reads the data's vocabulary and data.seq_len positions.
+void check_model_fits(const Decoder& model, const TokenDataset& data, const LmJobOptions& options);
+
+/// The RunContext of a job that trains `model` (no adapter).
+RunContext lm_run_context(const LmJobOptions& options, const Decoder& model, torch::Device device,
+                          const std::string& recipe_ini, bool resume);
+
+/// Saves `model` in HF format with the tokenizer beside it to <run_dir>/model; returns that path.
+std::string save_run_model(Decoder& model, const Tokenizer& tokenizer, const std::string& run_dir);
 
 /// Registers every key of the train job ([run], [model], [data], [train]).
 void bind_lm_job(Recipe& recipe, LmJobOptions& options);

@@ -67,6 +67,11 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
                                  const TrainOptions& o, const RunContext& ctx) {
   const std::string ckpt_path = ctx.run_dir + "/checkpoint.h5";
   NamedTensors params = trainable_parameters(model);
+  for (const auto& [name, t] : ctx.extra_parameters) {
+    for (const auto& existing : params)
+      TORCH_CHECK(existing.first != name, "extra training tensor '", name, "' has the name of a model parameter");
+    if (t.requires_grad()) params.emplace_back(name, t);
+  }
   AdamW optimizer(params, AdamWOptions{o.beta1, o.beta2, o.eps, o.weight_decay});
   if (optimizer.params().empty()) throw ConfigError("the model has no trainable parameters: nothing to train");
 
@@ -122,7 +127,7 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
       torch::Tensor loss;
       {
         compat::AutocastBF16 guard(autocast);
-        loss = next_token_loss(logits_fn(ids), targets);
+        loss = ctx.train_loss ? ctx.train_loss(ids, targets) : next_token_loss(logits_fn(ids), targets);
       }
       (loss / static_cast<double>(o.grad_accum)).backward();
       loss_sum += loss.detach();

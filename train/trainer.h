@@ -5,6 +5,8 @@
 
 #include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "train/options.h"
 
@@ -23,6 +25,12 @@ struct RunContext {
   int64_t stop_after = 0;        ///< return after this many steps in total, checkpointed (0 = never)
   std::string adapter;           ///< PEFT method whose parameters alone train (empty = whole model)
   std::string base_model;        ///< the frozen model the adapter belongs to (with `adapter`)
+  /// Optional training loss of a batch (input ids, targets, on the device) in place of
+  /// next_token_loss(logits_fn(ids), targets), e.g. distillation's; held-out evaluation is unchanged.
+  std::function<torch::Tensor(const torch::Tensor& input_ids, const torch::Tensor& targets)> train_loss;
+  /// Tensors outside the model that train and are checkpointed with it (names must not collide with
+  /// the model's parameters), e.g. distillation's hidden-state projections.
+  std::vector<std::pair<std::string, torch::Tensor>> extra_parameters;
 };
 
 struct TrainResult {
