@@ -2,12 +2,8 @@
 
 #include <torch/torch.h>
 
-#include "core/data/prepare.h"
-#include "core/model/hf.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
-#include "core/util/fs.h"
-#include "core/util/threads.h"
 #include "train/model_io.h"
 #include "train/trainer.h"
 
@@ -17,24 +13,13 @@ CompressRun open_compress_run(const LmJobOptions& o, const std::string& recipe_i
   if (o.model.init.empty())
     throw ConfigError("run.mode = " + mode + " compresses a trained model: set model.init to its HF directory or "
                       "checkpoint.h5 (e.g. runs/pretrain-base/model)");
-  set_cpu_threads(o.run.threads);
-  torch::manual_seed(static_cast<uint64_t>(o.run.seed));
+  LmJobStart start = start_lm_job(o, recipe_ini, resume);
   CompressRun run;
-  run.device = pick_device(o.run.device);
-  claim_run_dir(o.run, recipe_ini, resume);
-  run.tokenizer = resolve_tokenizer(o.data);
-  DatasetOptions d;
-  d.seq_len = o.data.seq_len;
-  d.batch_size = o.data.batch_size;
-  d.val_fraction = o.data.val_fraction;
-  d.split_seed = d.shuffle_seed = static_cast<uint64_t>(o.run.seed);
-  d.filter = MetaFilter::parse(o.data.filter);
-  run.data = std::make_unique<TokenDataset>(resolve_shards(o.data, *run.tokenizer), d);
+  run.device = start.device;
+  run.tokenizer = std::move(start.tokenizer);
+  run.data = std::move(start.data);
   run.model = load_any_model(o.model.init);
-  run.data->check_vocab(run.model->options.vocab_size);
-  if (o.data.seq_len > run.model->options.max_position)
-    throw ConfigError("data.seq_len = " + std::to_string(o.data.seq_len) + " exceeds the model's max_position " +
-                      std::to_string(run.model->options.max_position) + ": lower data.seq_len");
+  check_model_fits(run.model, *run.data, o);
   run.model->to(run.device);
   run.model->eval();
   return run;
@@ -52,11 +37,9 @@ double held_out_loss(Decoder& model, const CompressRun& run, const TrainOptions&
                        run.data->val_batches(train.eval_batches), run.device, train.bf16);
 }
 
-void save_compressed_model(Decoder& model, const Tokenizer& tokenizer, const std::string& dir) {
+std::string save_compressed_model(Decoder& model, const Tokenizer& tokenizer, const std::string& run_dir) {
   model->to(torch::kCPU);
-  make_dirs(dir);
-  save_hf_model(model, dir);
-  copy_tokenizer(tokenizer, dir);
+  return save_run_model(model, tokenizer, run_dir);
 }
 
 }  // namespace fedsplit

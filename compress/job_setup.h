@@ -24,8 +24,8 @@ struct CompressRun {
   torch::Device device = torch::kCPU;
 };
 
-/// Claims run.dir, loads model.init (required: ConfigError naming `mode` otherwise), the tokenizer
-/// and the data split as the train job splits it.
+/// Starts as the train job does (start_lm_job: run directory, tokenizer, data split) and loads
+/// model.init (required: ConfigError naming `mode` otherwise).
 CompressRun open_compress_run(const LmJobOptions& options, const std::string& recipe_ini, bool resume,
                               const std::string& mode);
 
@@ -35,7 +35,7 @@ std::vector<torch::Tensor> calibration_batches(TokenDataset& data, int64_t batch
 /// Mean held-out token loss of `model` over train.eval_batches batches.
 double held_out_loss(Decoder& model, const CompressRun& run, const TrainOptions& train);
 
-/// Saves `model` (moved to the CPU) and the tokenizer to <dir> in HF format.
-void save_compressed_model(Decoder& model, const Tokenizer& tokenizer, const std::string& dir);
+/// Saves `model` (moved to the CPU) and the tokenizer to <run_dir>/model in HF format; returns that path.
+std::string save_compressed_model(Decoder& model, const Tokenizer& tokenizer, const std::string& run_dir);
 
 }  // namespace fedsplit

@@ -10,7 +10,6 @@
 #include "compress/sparsify.h"
 #include "compress/structured.h"
 #include "core/config/recipe.h"
-#include "core/model/hf.h"
 #include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
@@ -112,13 +111,7 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const Pef
     if (lora) apply_lora(run.model, lora_settings, static_cast<uint64_t>(lm.run.seed));
     TrainOptions train = lm.train;
     train.steps = o.recovery_steps;
-    RunContext ctx;
-    ctx.run_dir = lm.run.dir;
-    ctx.device = run.device;
-    ctx.recipe_ini = recipe_ini;
-    ctx.model_config = config_to_hf(run.model->options).dump(2);
-    ctx.resume = resume;
-    ctx.stop_after = lm.run.stop_after;
+    RunContext ctx = lm_run_context(lm, run.model, run.device, recipe_ini, resume);
     if (lora) {
       ctx.adapter = "lora";
       ctx.base_model = lm.model.init;
@@ -139,8 +132,7 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const Pef
     summary.update({{"recovery_steps", o.recovery_steps}, {"recovery", o.recovery}});
   }
   summary.update({{"val_loss", loss}, {"val_ppl", std::exp(loss)}});
-  const std::string out = lm.run.dir + "/model";
-  save_compressed_model(run.model, *run.tokenizer, out);
+  const std::string out = save_compressed_model(run.model, *run.tokenizer, lm.run.dir);
   write_text_atomically(lm.run.dir + "/summary.json", summary.dump(2) + "\n");
   log_info("saved the pruned model to ", out);
   return loss;

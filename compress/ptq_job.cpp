@@ -48,8 +48,7 @@ double run_quantize_job(const LmJobOptions& lm, const QuantizeJobOptions& o, con
   log_info(o.method, " ", o.bits, "-bit (group ", o.group_size, ") in ", seconds, " s: held-out perplexity ",
            std::exp(base_loss), " -> ", std::exp(loss));
 
-  const std::string out = lm.run.dir + "/model";
-  save_compressed_model(run.model, *run.tokenizer, out);
+  const std::string out = save_compressed_model(run.model, *run.tokenizer, lm.run.dir);
   save_quant_record(out, record);
   const nlohmann::json summary{{"method", o.method},
                                {"bits", o.bits},

@@ -84,6 +84,7 @@ LocalTrainingOptions client_training(const FederatedJobOptions& o) {
   t.dp_sgd = o.privacy.local_dp_sgd;
   t.dp_clip = o.privacy.example_clip;
   t.dp_noise_multiplier = o.privacy.example_noise_multiplier;
+  t.loss = o.client_loss;
   return t;
 }
 

@@ -13,6 +13,7 @@
 
 #include "federated/attacks.h"
 #include "federated/dp_aggregator.h"
+#include "federated/local_training.h"
 #include "federated/options.h"
 #include "federated/secure_round.h"
 #include "federated/topology.h"
@@ -30,6 +31,9 @@ struct FederatedJobOptions {
   PrivacyOptions privacy; ///< [privacy]: client-level DP
   SecureOptions secure;   ///< [secure]: secure aggregation
   TopologyOptions topology; ///< [topology]: cloud, edges and devices (hierarchical FedAvg); flat when absent
+  /// Optional: the loss clients train on in place of next-token cross-entropy (e.g. distillation from
+  /// a teacher, built by launch/ from [distill]; federated/ sits below compress/).
+  LocalLossFn client_loss;
 };
 
 struct FederatedResult {

@@ -34,6 +34,12 @@ void sgd_step(std::vector<AdamW::Param>& params, double lr, double momentum) {
   }
 }
 
+// The batch's training loss: the options' loss, or next-token cross-entropy.
+torch::Tensor batch_loss(const LocalTrainingOptions& o, const LogitsFn& logits_fn, const torch::Tensor& ids,
+                         const torch::Tensor& targets) {
+  return o.loss ? o.loss(logits_fn(ids), ids, targets) : next_token_loss(logits_fn(ids), targets);
+}
+
 // Local DP-SGD's gradient for one batch, left in the parameters' .grad. Per-example gradients come
 // from one forward/backward per row (LibTorch 1.13 has no vmap); DpSgdAccumulator clips and sums them
 // one at a time, so memory holds one extra gradient whatever the batch size. Returns the batch's mean
@@ -47,7 +53,7 @@ torch::Tensor dp_sgd_backward(AdamW& optimizer, const LogitsFn& logits_fn, const
     torch::Tensor loss;
     {
       compat::AutocastBF16 guard(autocast);
-      loss = next_token_loss(logits_fn(ids.narrow(0, i, 1)), targets.narrow(0, i, 1));
+      loss = batch_loss(o, logits_fn, ids.narrow(0, i, 1), targets.narrow(0, i, 1));
     }
     loss.backward();
     loss_sum += loss.detach().to(torch::kFloat64);
@@ -88,7 +94,7 @@ LocalResult train_locally(torch::nn::Module& model, const LogitsFn& logits_fn, T
     } else {
       {
         compat::AutocastBF16 guard(autocast);
-        loss = next_token_loss(logits_fn(ids), targets);
+        loss = batch_loss(o, logits_fn, ids, targets);
       }
       loss.backward();
     }

@@ -15,6 +15,11 @@ namespace fedsplit {
 class TokenDataset;
 struct Batch;
 
+/// A client's training loss of one batch in place of next_token_loss(logits, targets): its logits
+/// [B, T, V], input ids and targets (e.g. distillation from a teacher that reads the same ids).
+using LocalLossFn = std::function<torch::Tensor(const torch::Tensor& logits, const torch::Tensor& input_ids,
+                                                const torch::Tensor& targets)>;
+
 struct LocalTrainingOptions {
   int64_t steps = 10;              ///< optimizer steps
   std::string optimizer = "adamw"; ///< adamw | sgd
@@ -33,6 +38,7 @@ struct LocalTrainingOptions {
   double dp_clip = 1.0;               ///< per-example L2 bound
   double dp_noise_multiplier = 1.0;   ///< σ: noise standard deviation in units of dp_clip
   uint64_t dp_noise_seed = 0;         ///< step s draws its noise from splitmix64(dp_noise_seed ^ splitmix64(s))
+  LocalLossFn loss;                   ///< optional: the training loss (default next_token_loss)
 };
 
 struct LocalResult {

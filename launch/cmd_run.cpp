@@ -8,6 +8,7 @@
 #include "core/util/log.h"
 #include "launch/commands.h"
 #include "launch/embedded_recipes.h"
+#include "compress/federated_distill.h"
 #include "compress/prune_job.h"
 #include "compress/ptq_job.h"
 #include "federated/fed_job.h"
@@ -68,10 +69,12 @@ int run(const Args& args) {
   } else {
     recipe.parse(recipe_path, overrides);
   }
-  if (!distill.teacher.empty() && options.run.mode != "distill" && options.run.mode != "qat")
+  if (!distill.teacher.empty() && options.run.mode != "distill" && options.run.mode != "qat" &&
+      options.run.mode != "federated")
     throw ConfigError("distill.teacher is set but run.mode = " + options.run.mode +
-                      ": a teacher is used by run.mode = distill or qat only; remove it or change run.mode");
+                      ": a teacher is used by run.mode = distill, qat or federated only; remove it or change run.mode");
   if (options.run.mode == "federated") {
+    if (!distill.teacher.empty()) job.client_loss = federated_distill_loss(distill);
     const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
