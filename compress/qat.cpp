@@ -102,11 +102,11 @@ QuantRecord finalize_quantized(Decoder& model, const QatOptions& o, const std::s
   QuantRecord record;
   record.bits = static_cast<int>(o.bits);
   record.method = method;
+  record.group_size = w.group_size;
   torch::NoGradGuard no_grad;
   for (const auto& path : quantized_projection_paths(model)) {
     auto [parent, name] = module_parent(model, path);
     const ProjectionImpl& source = child_projection(*parent, name);
-    record.group_size = effective_group_size(w, source.in_features);
     const QuantizedTensor q = rtn_quantize(source.weight.detach(), w);
     Projection plain(source.in_features, source.out_features, source.bias.defined());
     plain->weight.set_data(q.weight.to(source.weight.device(), source.weight.scalar_type()));

@@ -4,7 +4,6 @@
 
 #include <cmath>
 #include <optional>
-#include <set>
 
 #include "core/util/error.h"
 #include "core/util/fs.h"
@@ -13,25 +12,6 @@
 #include "train/model_io.h"
 
 namespace fedsplit {
-namespace {
-
-// A quantization record holds one group size: per-channel scales (group_size 0) record only when
-// every quantized projection has the same number of inputs.
-void check_recordable(const Decoder& model, const QatOptions& q) {
-  if (q.group_size != 0) return;
-  std::set<int64_t> widths;
-  for (const auto& path : quantized_projection_paths(model)) {
-    auto [parent, name] = module_parent(model, path);
-    widths.insert(child_projection(*parent, name).in_features);
-  }
-  if (widths.size() > 1)
-    throw ConfigError("qat.group_size = 0 (per output channel): this model's projections have " +
-                      std::to_string(widths.size()) + " different input widths, which one quantization record "
-                      "(one group size) cannot describe for export; use a group size such as 32");
-}
-
-}  // namespace
-
 TrainResult run_qat_job(const LmJobOptions& o, const QatOptions& q, const DistillOptions& d,
                         const std::string& recipe_ini, bool resume) {
   if (o.model.init.empty())
@@ -50,7 +30,6 @@ TrainResult run_qat_job(const LmJobOptions& o, const QatOptions& q, const Distil
   Decoder model = initial_model(o.model, *start.tokenizer, static_cast<uint64_t>(o.run.seed));
   check_model_fits(model, data, o);
   check_qat_options(model, q);
-  check_recordable(model, q);
   std::optional<Decoder> teacher;
   if (with_teacher) {
     teacher = load_teacher(d);

@@ -13,16 +13,16 @@ namespace {
 constexpr const char* kFormat = "fedsplit-quantization";
 constexpr const char* kSuffix = ".scales";
 
-int64_t parse_positive(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
+int64_t parse_count(const std::map<std::string, std::string>& meta, const std::string& key, const std::string& path) {
   auto it = meta.find(key);
   if (it == meta.end()) throw FormatError(path + ": metadata key '" + key + "' is missing");
   try {
     size_t used = 0;
     const long long v = std::stoll(it->second, &used);
-    if (used == it->second.size() && v > 0) return v;
+    if (used == it->second.size() && v >= 0) return v;
   } catch (const std::exception&) {
   }
-  throw FormatError(path + ": metadata '" + key + "' = '" + it->second + "' is not a positive integer");
+  throw FormatError(path + ": metadata '" + key + "' = '" + it->second + "' is not a non-negative integer");
 }
 
 }  // namespace
@@ -47,9 +47,9 @@ std::optional<QuantRecord> load_quant_record(const std::string& model_dir) {
   if (format == meta.end() || format->second != kFormat)
     throw FormatError(path + ": not a fedsplit quantization record (metadata 'format' should be '" + kFormat + "')");
   QuantRecord record;
-  record.bits = static_cast<int>(parse_positive(meta, "bits", path));
+  record.bits = static_cast<int>(parse_count(meta, "bits", path));
   if (record.bits != 4 && record.bits != 8) throw FormatError(path + ": bits = " + std::to_string(record.bits) + ", expected 4 or 8");
-  record.group_size = parse_positive(meta, "group_size", path);
+  record.group_size = parse_count(meta, "group_size", path);
   auto method = meta.find("method");
   record.method = method == meta.end() ? "" : method->second;
   for (auto& [key, tensor] : load_safetensors(path)) {
@@ -57,6 +57,9 @@ std::optional<QuantRecord> load_quant_record(const std::string& model_dir) {
     if (key.size() <= n || key.compare(key.size() - n, n, kSuffix) != 0 || tensor.dim() != 2 ||
         tensor.scalar_type() != torch::kFloat32)
       throw FormatError(path + ": tensor '" + key + "' is not '<weight>.scales' fp32 [out, groups]");
+    if (record.group_size == 0 && tensor.size(1) != 1)
+      throw FormatError(path + ": tensor '" + key + "' has " + std::to_string(tensor.size(1)) +
+                        " scales per row, but group_size 0 means one per output channel");
     record.scales[key.substr(0, key.size() - n)] = tensor;
   }
   return record;

@@ -6,7 +6,8 @@
 // weights hold the dequantized values codes * scale, so that any HF loader runs the quantized
 // model). Tensors: "<parameter>.scales" fp32 [out, in / group_size] for each quantized weight,
 // named by its Decoder parameter path (e.g. "layers.0.self_attn.q_proj.weight"). Metadata:
-// "format" = "fedsplit-quantization", "bits" (4 or 8), "group_size" (input features per scale),
+// "format" = "fedsplit-quantization", "bits" (4 or 8), "group_size" (input features per scale; 0 =
+// one scale per output channel, scales [out, 1]),
 // "method" (rtn, gptq, qat, ...). Codes follow compress/rtn.h: code = round(w / scale) in
 // [-qmax, qmax], qmax 7 (4 bits) or 127 (8 bits).
 #pragma once
@@ -20,7 +21,7 @@ namespace fedsplit {
 
 struct QuantRecord {
   int bits = 4;              ///< 4 or 8
-  int64_t group_size = 32;   ///< input features per scale
+  int64_t group_size = 32;   ///< input features per scale; 0 = per output channel
   std::string method;        ///< the job that chose the codes: rtn | gptq | qat
   /// Scales fp32 [out, in / group_size] by the Decoder parameter path of the weight they quantize.
   std::map<std::string, torch::Tensor> scales;

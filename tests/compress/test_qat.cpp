@@ -88,6 +88,28 @@ TEST(Qat, ActivationQuantizationBoundsAndGradient) {
   EXPECT_TRUE(torch::allclose(qat->forward(x.detach()), want, 0, 1e-5));
 }
 
+// Per output channel: the record says group_size 0 with one scale per row, and the saved weights
+// are on that grid.
+TEST(Qat, PerChannelRecordHasOneScalePerRow) {
+  TempDir tmp("qat_channel");
+  Decoder model = tiny_model();
+  QatOptions o;
+  o.bits = 8;
+  o.group_size = 0;
+  apply_qat(model, o);
+  const QuantRecord record = finalize_quantized(model, o, "qat");
+  EXPECT_EQ(record.group_size, 0);
+  save_hf_model(model, tmp.path());
+  save_quant_record(tmp.path(), record);
+  const auto back = load_quant_record(tmp.path());
+  ASSERT_TRUE(back.has_value());
+  const auto params = load_hf_model(tmp.path())->named_parameters();
+  for (const auto& [name, scales] : back->scales) {
+    EXPECT_EQ(scales.size(1), 1) << name;
+    EXPECT_NO_THROW(codes_on_grid(name, params[name], scales, 8)) << name;
+  }
+}
+
 TEST(Qat, FinalizedModelIsOnItsRecordedGrid) {
   TempDir tmp("qat_unit");
   Decoder model = tiny_model();

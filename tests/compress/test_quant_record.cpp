@@ -33,6 +33,18 @@ TEST(QuantRecord, RoundTripsAndAbsentIsNullopt) {
   EXPECT_TRUE(torch::equal(back->scales.at("layers.0.mlp.up_proj.weight"), record.scales.at("layers.0.mlp.up_proj.weight")));
 }
 
+TEST(QuantRecord, PerChannelRecordsHaveOneScalePerRow) {
+  testing::TempDir tmp("quant_record_channel");
+  QuantRecord record;
+  record.group_size = 0;
+  record.scales["w"] = torch::rand({8, 1});
+  save_quant_record(tmp.path(), record);
+  EXPECT_EQ(load_quant_record(tmp.path())->group_size, 0);
+  record.scales["w"] = torch::rand({8, 2});
+  save_quant_record(tmp.path(), record);
+  EXPECT_THROW(load_quant_record(tmp.path()), FormatError);
+}
+
 TEST(QuantRecord, MalformedRecordsAreRefused) {
   testing::TempDir tmp("quant_record_bad");
   const std::string dir = tmp.path();
@@ -51,6 +63,8 @@ TEST(QuantRecord, CodesOnGridRecoverRtnCodesExactly) {
   const auto w = torch::randn({16, 64});
   for (int bits : {4, 8}) {
     const auto q = rtn_quantize(w, {bits, 32});
+    const auto per_channel = rtn_quantize(w, {bits, 0});
+    EXPECT_TRUE(torch::equal(codes_on_grid("w", per_channel.weight, per_channel.scales, bits), per_channel.codes)) << bits;
     EXPECT_TRUE(torch::equal(codes_on_grid("w", q.weight, q.scales, bits), q.codes)) << bits;
     // The latent weights of the same model are off the grid: refused, not silently re-rounded.
     EXPECT_THROW(codes_on_grid("w", w, q.scales, bits), DataError);

@@ -120,7 +120,6 @@ TEST_F(CliQat, BadKeysAreRefused) {
       {"--qat.bits=6", "qat.bits = 6"},
       {"--qat.bits=16", "qat.bits"},
       {"--qat.activation_bits=4", "qat.activation_bits"},
-      {"--qat.group_size=0", "different input widths"},
       {"--peft.method=lora", "peft.method = none"},
   };
   for (const auto& c : cases) {
