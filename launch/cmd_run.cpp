@@ -20,12 +20,13 @@ namespace fedsplit::cli {
 
 int run(const Args& args) {
   std::string recipe_path;
-  bool resume = false, help = false;
+  bool resume = false, help = false, check = false;
   std::vector<std::string> overrides;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--resume") resume = true;
     else if (a == "--help" || a == "-h") help = true;
+    else if (a == "--check") check = true;
     else if (a.rfind("--", 0) == 0) {
       // Accept both --section.key=value and --section.key value.
       if (a.find('=') == std::string::npos && i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0)
@@ -58,7 +59,8 @@ int run(const Args& args) {
   QatOptions qat;
   bind_qat_options(recipe, qat);
   if (help) {
-    std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume]\n"
+    std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume] [--check]\n"
+                 "--check validates the recipe and prints it resolved, without running it.\n"
                  "Without RECIPE the built-in quickstart recipe runs. Recipe keys:\n"
               << recipe.help();
     return 0;
@@ -68,6 +70,11 @@ int run(const Args& args) {
     recipe.parse_text(kQuickstartRecipe, "recipes/quickstart.ini (built in)", overrides);
   } else {
     recipe.parse(recipe_path, overrides);
+  }
+  if (check) {
+    // Keys, types and ranges are checked by parse: print the resolved recipe and do no work.
+    std::cout << recipe.to_ini();
+    return 0;
   }
   if (!distill.teacher.empty() && options.run.mode != "distill" && options.run.mode != "qat" &&
       options.run.mode != "federated")
