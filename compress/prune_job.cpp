@@ -62,7 +62,7 @@ void bind_prune_options(Recipe& r, PruneJobOptions& o) {
         0, std::numeric_limits<int64_t>::max());
 }
 
-double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const PeftOptions& peft,
+std::optional<double> run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const PeftOptions& peft,
                      const std::string& recipe_ini, bool resume) {
   const auto [n, m] = parse_pattern(o.pattern);
   const bool structured = o.head_fraction > 0 || o.channel_fraction > 0;
@@ -121,7 +121,7 @@ double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& o, const Pef
         *run.model, [&](const torch::Tensor& ids) { return run.model->forward(ids); }, *run.data, train, ctx);
     if (result.steps < train.steps) {
       log_info("stopped after step ", result.steps, " of ", train.steps, " (run.stop_after): continue with --resume");
-      return result.val_loss;
+      return std::nullopt;
     }
     if (lora) merge_and_unload(run.model);
     loss = held_out_loss(run.model, run, lm.train);

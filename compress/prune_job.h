@@ -5,6 +5,7 @@
 // LoRA adapters ([peft] keys) merged in at the end (structured pruning only: a merged update would
 // fill the zeros). The result lands in <run.dir>/model; summary.json has held-out loss at each stage.
 #pragma once
+#include <optional>
 #include <string>
 
 #include "train/lm_job.h"
@@ -29,8 +30,8 @@ struct PruneJobOptions {
 
 void bind_prune_options(Recipe& recipe, PruneJobOptions& options);
 
-/// Runs the job; returns the final held-out loss.
-double run_prune_job(const LmJobOptions& lm, const PruneJobOptions& options, const PeftOptions& peft,
+/// Runs the job; returns the final held-out loss, or nothing when run.stop_after ended it early.
+std::optional<double> run_prune_job(const LmJobOptions& lm, const PruneJobOptions& options, const PeftOptions& peft,
                      const std::string& recipe_ini, bool resume);
 
 }  // namespace fedsplit

@@ -2,6 +2,7 @@ set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/calibration.cpp
   ${CMAKE_CURRENT_LIST_DIR}/distill_job.cpp
   ${CMAKE_CURRENT_LIST_DIR}/distill_loss.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/export_step.cpp
   ${CMAKE_CURRENT_LIST_DIR}/federated_distill.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_export.cpp

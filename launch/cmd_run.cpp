@@ -8,6 +8,7 @@
 #include "core/util/log.h"
 #include "launch/commands.h"
 #include "launch/embedded_recipes.h"
+#include "compress/export_step.h"
 #include "compress/federated_distill.h"
 #include "compress/prune_job.h"
 #include "compress/ptq_job.h"
@@ -58,6 +59,8 @@ int run(const Args& args) {
   bind_distill_options(recipe, distill);
   QatOptions qat;
   bind_qat_options(recipe, qat);
+  ExportStepOptions export_step;
+  bind_export_step(recipe, export_step);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume] [--check]\n"
                  "--check validates the recipe and prints it resolved, without running it.\n"
@@ -80,6 +83,26 @@ int run(const Args& args) {
       options.run.mode != "federated")
     throw ConfigError("distill.teacher is set but run.mode = " + options.run.mode +
                       ": a teacher is used by run.mode = distill, qat or federated only; remove it or change run.mode");
+  const bool compress_mode = options.run.mode == "quantize" || options.run.mode == "prune" ||
+                             options.run.mode == "distill" || options.run.mode == "qat";
+  if (!compress_mode && export_step.gguf != "none")
+    throw ConfigError("export.gguf ends a compression job (run.mode = quantize, prune, distill or qat); for run.mode = " +
+                      options.run.mode + " export the result with fedsplit export gguf");
+  if (compress_mode && job.peft.method != "none")
+    throw ConfigError("run.mode = " + options.run.mode + " works on the whole model: set peft.method = none" +
+                      (options.run.mode == "prune" ? " (LoRA recovery is prune.recovery = lora, with the other [peft] keys)" : ""));
+  // The job's codes must fit the blocks asked for, or the export at the end would refuse them.
+  const bool coded = options.run.mode == "quantize" || options.run.mode == "qat";
+  const int64_t code_bits = options.run.mode == "quantize" ? quantize.bits : qat.bits;
+  const int64_t code_group = options.run.mode == "quantize" ? quantize.group_size : qat.group_size;
+  if (coded && (export_step.gguf == "q4_0" || export_step.gguf == "q8_0")) {
+    if ((export_step.gguf == "q4_0") != (code_bits == 4))
+      throw ConfigError("export.gguf = " + export_step.gguf + " would re-round the job's " + std::to_string(code_bits) +
+                        "-bit codes: use export.gguf = " + (code_bits == 4 ? "q4_0" : "q8_0") + " (or f16 / f32)");
+    if (code_group != 32)
+      throw ConfigError("export.gguf = " + export_step.gguf + " needs the job's codes in groups of 32 (GGUF blocks), but " +
+                        options.run.mode + ".group_size = " + std::to_string(code_group) + ": set it to 32 or export f16 / f32");
+  }
   if (options.run.mode == "federated") {
     if (!distill.teacher.empty()) job.client_loss = federated_distill_loss(distill);
     const FederatedResult result = run_federated_job(job, recipe.to_ini(), resume);
@@ -91,27 +114,26 @@ int run(const Args& args) {
     if (result.rounds > 0) log_info("done: ", result.rounds, " rounds, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
-  const bool compress_mode = options.run.mode == "quantize" || options.run.mode == "prune" ||
-                             options.run.mode == "distill" || options.run.mode == "qat";
-  if (compress_mode && job.peft.method != "none")
-    throw ConfigError("run.mode = " + options.run.mode + " works on the whole model: set peft.method = none" +
-                      (options.run.mode == "prune" ? " (LoRA recovery is prune.recovery = lora, with the other [peft] keys)" : ""));
   if (options.run.mode == "quantize") {
     const double loss = run_quantize_job(job.lm, quantize, recipe.to_ini(), resume);
+    export_after_job(export_step, options.run.dir);
     log_info("done: held-out loss ", loss, " in ", options.run.dir);
     return 0;
   }
   if (options.run.mode == "prune") {
-    const double loss = run_prune_job(job.lm, prune, job.peft, recipe.to_ini(), resume);
-    log_info("done: held-out loss ", loss, " in ", options.run.dir);
+    const auto loss = run_prune_job(job.lm, prune, job.peft, recipe.to_ini(), resume);
+    if (!loss) return 0;
+    export_after_job(export_step, options.run.dir);
+    log_info("done: held-out loss ", *loss, " in ", options.run.dir);
     return 0;
   }
   if (options.run.mode == "distill" || options.run.mode == "qat") {
     const TrainResult result = options.run.mode == "distill"
                                    ? run_distill_job(options, distill, recipe.to_ini(), resume)
                                    : run_qat_job(options, qat, distill, recipe.to_ini(), resume);
-    if (result.steps >= options.train.steps)
-      log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    if (result.steps < options.train.steps) return 0;
+    export_after_job(export_step, options.run.dir);
+    log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
   const auto adaptation = peft_adaptation(job.peft);

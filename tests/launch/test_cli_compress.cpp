@@ -63,7 +63,8 @@ TempDir* CliCompress::tmp_ = nullptr;
 
 TEST_F(CliCompress, GptqAndRtnWriteModelsOnTheirRecordedGrid) {
   for (const std::string method : {"gptq", "rtn"}) {
-    const auto r = run_job(method, "quantize", "[quantize]\nmethod = " + method + "\nbits = 4\ngroup_size = 32\ncalibration_batches = 4\n");
+    const auto r = run_job(method, "quantize", "[quantize]\nmethod = " + method +
+                                                   "\nbits = 4\ngroup_size = 32\ncalibration_batches = 4\n\n[export]\ngguf = q4_0\n");
     ASSERT_EQ(r.exit_code, 0) << r.output;
     const std::string model_dir = *tmp_ / (method + "/model");
     const auto record = fedsplit::load_quant_record(model_dir);
@@ -74,6 +75,11 @@ TEST_F(CliCompress, GptqAndRtnWriteModelsOnTheirRecordedGrid) {
     for (const auto& path : fedsplit::all_block_projection_paths(model))
       EXPECT_NO_THROW(fedsplit::codes_on_grid(path, fedsplit::projection_at(model, path).weight,
                                               record->scales.at(path + ".weight"), 4));
+    // The run ended in a GGUF export of exactly the job's codes.
+    const auto manifest = nlohmann::json::parse(read_text(*tmp_ / (method + "/gguf/manifest.json")));
+    EXPECT_EQ(manifest["quant"], "q4_0");
+    EXPECT_EQ(manifest["quant_record"]["method"], method);
+    EXPECT_TRUE(fedsplit::path_exists(*tmp_ / (method + "/gguf/model.gguf")));
     const auto s = summary(*tmp_ / method);
     EXPECT_GT(s["val_loss"].get<double>(), 0);
     EXPECT_NE(s["val_loss"].get<double>(), s["base_val_loss"].get<double>());
@@ -130,6 +136,12 @@ TEST_F(CliCompress, BadKeysAreNamed) {
   r = run_job("bad5", "prune", "[prune]\nrecovery = lora\nrecovery_steps = 5\n");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("prune.recovery = lora"), std::string::npos) << r.output;
+  r = run_job("bad6", "quantize", "[quantize]\nbits = 4\n\n[export]\ngguf = q8_0\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("export.gguf = q8_0"), std::string::npos) << r.output;
+  r = run_job("bad7", "quantize", "[quantize]\nbits = 4\ngroup_size = 64\n\n[export]\ngguf = q4_0\n");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("quantize.group_size = 64"), std::string::npos) << r.output;
   r = run_job("bad3", "quantize", "[quantize]\nbits = 5\n");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.output.find("quantize.bits"), std::string::npos) << r.output;
