@@ -1,8 +1,8 @@
 #include "compress/qat.h"
 
+#include "compress/calibration.h"
 #include "core/config/recipe.h"
 #include "core/util/error.h"
-#include "peft/lora.h"
 #include "peft/quantized.h"
 
 namespace fedsplit {
@@ -60,21 +60,13 @@ void QatProjectionImpl::pretty_print(std::ostream& stream) const {
          << ", activation_bits=" << activation_bits << ")";
 }
 
-std::vector<std::string> quantized_projection_paths(const Decoder& model) {
-  std::vector<std::string> out;
-  for (const auto& path : projection_paths(model))
-    if (path != "lm_head") out.push_back(path);
-  return out;
-}
-
 void check_qat_options(const Decoder& model, const QatOptions& o) {
   if (o.bits != 4 && o.bits != 8) throw ConfigError("qat.bits = " + std::to_string(o.bits) + ": use 8 or 4");
   if (o.activation_bits != 0 && o.activation_bits != 8)
     throw ConfigError("qat.activation_bits = " + std::to_string(o.activation_bits) + ": use 0 (off) or 8");
   const auto w = weight_quant_options(o);
-  for (const auto& path : quantized_projection_paths(model)) {
-    auto [parent, name] = module_parent(model, path);
-    const int64_t in = child_projection(*parent, name).in_features;
+  for (const auto& path : all_block_projection_paths(model)) {
+    const int64_t in = projection_at(model, path).in_features;
     try {
       effective_group_size(w, in);
     } catch (const ConfigError& e) {
@@ -88,7 +80,7 @@ void check_qat_options(const Decoder& model, const QatOptions& o) {
 void apply_qat(Decoder& model, const QatOptions& o) {
   check_qat_options(model, o);
   const auto w = weight_quant_options(o);
-  for (const auto& path : quantized_projection_paths(model)) {
+  for (const auto& path : all_block_projection_paths(model)) {
     auto [parent, name] = module_parent(model, path);
     const ProjectionImpl& source = child_projection(*parent, name);
     parent->replace_module(name, QatProjection(source, w, static_cast<int>(o.activation_bits)));
@@ -104,7 +96,7 @@ QuantRecord finalize_quantized(Decoder& model, const QatOptions& o, const std::s
   record.method = method;
   record.group_size = w.group_size;
   torch::NoGradGuard no_grad;
-  for (const auto& path : quantized_projection_paths(model)) {
+  for (const auto& path : all_block_projection_paths(model)) {
     auto [parent, name] = module_parent(model, path);
     const ProjectionImpl& source = child_projection(*parent, name);
     const QuantizedTensor q = rtn_quantize(source.weight.detach(), w);

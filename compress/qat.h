@@ -57,8 +57,6 @@ class QatProjectionImpl : public ProjectionImpl {
 };
 TORCH_MODULE(QatProjection);
 
-/// Module paths of the projections QAT quantizes: every attention and MLP projection (not lm_head).
-std::vector<std::string> quantized_projection_paths(const Decoder& model);
 
 /// Checks `options` against every projection of `model` (bits, group size dividing in_features):
 /// ConfigError naming qat.<key> and the projection otherwise.

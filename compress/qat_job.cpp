@@ -5,6 +5,7 @@
 #include <cmath>
 #include <optional>
 
+#include "compress/calibration.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "core/util/log.h"
@@ -42,10 +43,7 @@ TrainResult run_qat_job(const LmJobOptions& o, const QatOptions& q, const Distil
   const int64_t parameters = count_parameters(model);
   const int64_t quantized = [&] {
     int64_t n = 0;
-    for (const auto& path : quantized_projection_paths(model)) {
-      auto [parent, name] = module_parent(model, path);
-      n += child_projection(*parent, name).weight.numel();
-    }
+    for (const auto& path : all_block_projection_paths(model)) n += projection_at(model, path).weight.numel();
     return n;
   }();
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "compress/calibration.h"
 #include "compress/qat.h"
 #include "compress/quant_record.h"
 #include "core/model/hf.h"
@@ -118,7 +119,7 @@ TEST(Qat, FinalizedModelIsOnItsRecordedGrid) {
   o.group_size = 32;
   apply_qat(model, o);
   // 2 layers x (q, k, v, o, gate, up, down); lm_head stays a plain projection.
-  const auto paths = quantized_projection_paths(model);
+  const auto paths = all_block_projection_paths(model);
   ASSERT_EQ(paths.size(), 14u);
   int64_t qat_modules = 0;
   for (const auto& item : model->named_modules("", false))
