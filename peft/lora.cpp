@@ -82,6 +82,10 @@ torch::Tensor LoraProjectionImpl::dora_scale(torch::Dtype dtype) const {
 
 torch::Tensor LoraProjectionImpl::forward(const torch::Tensor& x) {
   if (merged) return torch::linear(x, weight, bias);
+  if (!enabled) {
+    const torch::Tensor y = base_linear(x);
+    return bias.defined() ? y + bias.to(y.scalar_type()) : y;
+  }
   const bool drop = dropout > 0 && is_training();
   const torch::Tensor in = dropout > 0 ? torch::dropout(x, dropout, is_training()) : x;
   const torch::Tensor lora = torch::linear(torch::linear(in, lora_A), lora_B);
@@ -247,6 +251,13 @@ std::map<std::string, torch::Tensor> lora_parameters(const Decoder& model) {
     if (lora->lora_magnitude.defined()) out.emplace(path + ".lora_magnitude", lora->lora_magnitude);
   }
   return out;
+}
+
+void set_lora_enabled(Decoder& model, bool enabled) {
+  for (auto& [path, lora] : lora_modules(model)) {
+    TORCH_CHECK(!lora->merged, "set_lora_enabled: the adapter of ", path, " is merged; unmerge first");
+    lora->enabled = enabled;
+  }
 }
 
 void merge_lora(Decoder& model) {

@@ -99,6 +99,9 @@ class LoraProjectionImpl : public ProjectionImpl {
   /// alpha / r, or alpha / sqrt(r) with rslora.
   double scaling;
   bool merged = false;
+  /// Off: forward computes the base projection alone (PEFT's disable_adapter), e.g. for a frozen
+  /// decoder that shares the base weights with an adapted encoder.
+  bool enabled = true;
   /// [r, in_features]
   torch::Tensor lora_A;
   /// [out_features, r]
@@ -139,6 +142,9 @@ std::map<std::string, LoraProjection> lora_modules(const Decoder& model);
 /// The LoRA parameters by parameter name ("layers.0.self_attn.q_proj.lora_A", ... ".lora_B", and
 /// ".lora_magnitude" for DoRA): what trains.
 std::map<std::string, torch::Tensor> lora_parameters(const Decoder& model);
+
+/// Turns every adapter of `model` on or off (see LoraProjectionImpl::enabled); adapters must be unmerged.
+void set_lora_enabled(Decoder& model, bool enabled);
 
 /// Folds every adapter into its base weight / takes it out again (exact inverse up to rounding).
 void merge_lora(Decoder& model);

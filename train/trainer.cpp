@@ -63,7 +63,7 @@ double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batche
   return total / tokens;
 }
 
-TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
+TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, BatchStream& data,
                                  const TrainOptions& o, const RunContext& ctx) {
   const std::string ckpt_path = ctx.run_dir + "/checkpoint.h5";
   NamedTensors params = trainable_parameters(model);
@@ -101,7 +101,14 @@ TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logit
   };
   auto evaluate = [&](int64_t step) {
     model.eval();
-    const double loss = evaluate_loss(logits_fn, val_batches, ctx.device, o.bf16);
+    double loss = 0;
+    if (ctx.held_out_loss) {
+      torch::NoGradGuard no_grad;
+      compat::AutocastBF16 guard(autocast);
+      loss = ctx.held_out_loss(val_batches);
+    } else {
+      loss = evaluate_loss(logits_fn, val_batches, ctx.device, o.bf16);
+    }
     model.train();
     metrics.write({{"event", "eval"}, {"step", step}, {"val_loss", loss}, {"val_ppl", std::exp(loss)}});
     log_info("step ", step, " held-out loss ", fixed(loss, 4), " perplexity ", fixed(std::exp(loss), 2));

@@ -12,7 +12,7 @@
 
 namespace fedsplit {
 
-class TokenDataset;
+class BatchStream;
 struct Batch;
 
 /// Where and how a run executes; filled by the launcher.
@@ -28,6 +28,9 @@ struct RunContext {
   /// Optional training loss of a batch (input ids, targets, on the device) in place of
   /// next_token_loss(logits_fn(ids), targets), e.g. distillation's; held-out evaluation is unchanged.
   std::function<torch::Tensor(const torch::Tensor& input_ids, const torch::Tensor& targets)> train_loss;
+  /// Optional held-out loss of the evaluation batches (no grad, model in eval mode) in place of
+  /// evaluate_loss(logits_fn, ...), for jobs whose batches are not plain next-token windows.
+  std::function<double(const std::vector<Batch>& batches)> held_out_loss;
   /// Tensors outside the model that train and are checkpointed with it (names must not collide with
   /// the model's parameters), e.g. distillation's hidden-state projections.
   std::vector<std::pair<std::string, torch::Tensor>> extra_parameters;
@@ -52,7 +55,7 @@ double evaluate_loss(const LogitsFn& logits_fn, const std::vector<Batch>& batche
 
 /// Trains the parameters of `model` that require gradients on `data`; `logits_fn` runs the model.
 /// Checkpoints hold those parameters only (with `context.adapter` set, the checkpoint says so).
-TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, TokenDataset& data,
+TrainResult train_language_model(torch::nn::Module& model, const LogitsFn& logits_fn, BatchStream& data,
                                  const TrainOptions& options, const RunContext& context);
 
 }  // namespace fedsplit

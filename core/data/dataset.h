@@ -72,7 +72,21 @@ struct DataPosition {
   bool operator==(const DataPosition& o) const { return epoch == o.epoch && index == o.index; }
 };
 
-class TokenDataset {
+/// What a training loop reads: training batches in an order it can return to (position/seek), and
+/// held-out batches. TokenDataset is the language-model stream; other jobs bring their own.
+class BatchStream {
+ public:
+  virtual ~BatchStream() = default;
+  /// The next training batch; advances position().
+  virtual Batch next_batch() = 0;
+  virtual DataPosition position() const = 0;
+  /// Continues from `position` (DataError if it lies outside the stream).
+  virtual void seek(const DataPosition& position) = 0;
+  /// Up to `max_batches` held-out batches (all if <= 0), in order.
+  virtual std::vector<Batch> val_batches(int64_t max_batches = 0) const = 0;
+};
+
+class TokenDataset : public BatchStream {
  public:
   /// Opens the shards at `paths`.
   TokenDataset(const std::vector<std::string>& paths, const DatasetOptions& options);
@@ -82,14 +96,14 @@ class TokenDataset {
                const std::optional<std::vector<DocumentRef>>& subset = std::nullopt);
 
   /// The next training batch; advances position() and moves to the next epoch after the last batch.
-  Batch next_batch();
-  DataPosition position() const { return position_; }
+  Batch next_batch() override;
+  DataPosition position() const override { return position_; }
   /// Continues from `position` (DataError if its index is past the epoch's batches).
-  void seek(const DataPosition& position);
+  void seek(const DataPosition& position) override;
 
   /// Up to `max_batches` validation batches (all if <= 0), in order; the last may hold fewer than
   /// B rows. Empty when val_fraction is 0.
-  std::vector<Batch> val_batches(int64_t max_batches = 0) const;
+  std::vector<Batch> val_batches(int64_t max_batches = 0) const override;
 
   int64_t batches_per_epoch() const { return num_train_windows() / options_.batch_size; }
   int64_t num_train_windows() const { return windows(train_tokens_.numel()); }

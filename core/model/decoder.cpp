@@ -96,7 +96,7 @@ void DecoderImpl::set_prefix_key_values(torch::Tensor packed) {
 }
 
 torch::Tensor DecoderImpl::head(const torch::Tensor& h) {
-  const auto normed = final_norm_->forward(h);
+  const auto normed = final_norm(h);
   if (options.tie_embeddings) return torch::linear(normed, tokens_->weight);
   return child_projection(*this, "lm_head").forward(normed);
 }

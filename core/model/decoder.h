@@ -48,6 +48,8 @@ class DecoderImpl : public torch::nn::Module {
   torch::Tensor run_layers(torch::Tensor h, int64_t begin, int64_t end, int64_t position_offset = 0);
   /// Final norm and LM head: logits [B, T, vocab].
   torch::Tensor head(const torch::Tensor& h);
+  /// The final norm alone: what transformers returns as the last hidden state.
+  torch::Tensor final_norm(const torch::Tensor& h) { return final_norm_->forward(h); }
 
   int64_t num_layers() const { return options.num_layers; }
   /// Block i (modules named as in transformers, e.g. layer(0)->attn is "self_attn" or "attn").
