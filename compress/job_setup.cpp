@@ -9,17 +9,18 @@
 
 namespace fedsplit {
 
-CompressRun open_compress_run(const LmJobOptions& o, const std::string& recipe_ini, bool resume, const std::string& mode) {
+CompressRun open_compress_run(const LmJobOptions& o, const std::string& recipe_ini, bool resume, const std::string& mode,
+                              bool open_data) {
   if (o.model.init.empty())
     throw ConfigError("run.mode = " + mode + " compresses a trained model: set model.init to its HF directory or "
                       "checkpoint.h5 (e.g. runs/pretrain-base/model)");
-  LmJobStart start = start_lm_job(o, recipe_ini, resume);
+  LmJobStart start = start_lm_job(o, recipe_ini, resume, open_data);
   CompressRun run;
   run.device = start.device;
   run.tokenizer = std::move(start.tokenizer);
   run.data = std::move(start.data);
   run.model = load_any_model(o.model.init);
-  check_model_fits(run.model, *run.data, o);
+  if (run.data) check_model_fits(run.model, *run.data, o);
   run.model->to(run.device);
   run.model->eval();
   return run;

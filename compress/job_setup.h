@@ -24,10 +24,10 @@ struct CompressRun {
   torch::Device device = torch::kCPU;
 };
 
-/// Starts as the train job does (start_lm_job: run directory, tokenizer, data split) and loads
-/// model.init (required: ConfigError naming `mode` otherwise).
+/// Starts as the train job does (start_lm_job: run directory, tokenizer, data split unless
+/// `open_data` is false) and loads model.init (required: ConfigError naming `mode` otherwise).
 CompressRun open_compress_run(const LmJobOptions& options, const std::string& recipe_ini, bool resume,
-                              const std::string& mode);
+                              const std::string& mode, bool open_data = true);
 
 /// `batches` token-id batches [B, T] from the training split (none from the held-out split), on the CPU.
 std::vector<torch::Tensor> calibration_batches(TokenDataset& data, int64_t batches);

@@ -13,6 +13,11 @@ set(COMPRESS_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/gguf_tensor.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_vocab.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gptq.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/icae_eval.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/icae_examples.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/icae_job.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/icae_metrics.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/icae_model.cpp
   ${CMAKE_CURRENT_LIST_DIR}/job_setup.cpp
   ${CMAKE_CURRENT_LIST_DIR}/prune.cpp
   ${CMAKE_CURRENT_LIST_DIR}/prune_job.cpp

@@ -10,6 +10,7 @@
 #include "launch/embedded_recipes.h"
 #include "compress/export_step.h"
 #include "compress/federated_distill.h"
+#include "compress/icae_job.h"
 #include "compress/prune_job.h"
 #include "compress/ptq_job.h"
 #include "federated/fed_job.h"
@@ -61,6 +62,8 @@ int run(const Args& args) {
   bind_qat_options(recipe, qat);
   ExportStepOptions export_step;
   bind_export_step(recipe, export_step);
+  IcaeOptions icae;
+  bind_icae_options(recipe, icae);
   if (help) {
     std::cout << "usage: fedsplit run [RECIPE.ini] [--section.key=value ...] [--resume] [--check]\n"
                  "--check validates the recipe and prints it resolved, without running it.\n"
@@ -134,6 +137,12 @@ int run(const Args& args) {
     if (result.steps < options.train.steps) return 0;
     export_after_job(export_step, options.run.dir);
     log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
+    return 0;
+  }
+  if (options.run.mode == "icae-pretrain" || options.run.mode == "icae-finetune") {
+    const TrainResult result = run_icae_job(options, icae, job.peft, recipe.to_ini(), resume);
+    if (result.steps == options.train.steps)
+      log_info("done: ", result.steps, " steps, final held-out loss ", result.val_loss, " in ", options.run.dir);
     return 0;
   }
   const auto adaptation = peft_adaptation(job.peft);

@@ -23,6 +23,8 @@ commands:
   export gguf --model M --quant Q --out DIR [--stages N | --plan P] [--adapter A]
                                                       GGUF (f32|f16|q8_0|q4_0) for llama.cpp, one shard per stage
   export hf --model M --out DIR [--adapter A]         a HF model directory (M may be a .gguf export)
+  icae compress --model M --encoder E --in TEXT --out SLOTS   a text into ICAE memory slots
+  icae decode --model M --encoder E --slots SLOTS [--task ae|lm|prompt]   slots back into text
 
 Run `fedsplit <command> --help` for a command's options.
 )";
@@ -34,7 +36,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
       {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report},
-      {"plan", cli::plan}, {"export", cli::export_model}};
+      {"plan", cli::plan}, {"export", cli::export_model}, {"icae", cli::icae}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

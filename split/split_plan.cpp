@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "core/util/error.h"
+#include "core/util/format.h"
 #include "core/util/log.h"
 
 namespace fedsplit {
@@ -13,12 +14,6 @@ namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr int kDevice = 0, kServer = 1;
-
-std::string fixed(double value, int decimals) {
-  char text[64];
-  std::snprintf(text, sizeof text, "%.*f", decimals, value);
-  return text;
-}
 
 }  // namespace
 

@@ -16,7 +16,7 @@
 
 namespace fedsplit {
 void bind_lm_job(Recipe& r, LmJobOptions& o) {
-  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split", "quantize", "prune", "distill", "qat"},
+  r.add_choice("run.mode", &o.run.mode, {"train", "federated", "split", "quantize", "prune", "distill", "qat", "icae-pretrain", "icae-finetune"},
                "what the run does");
   r.add("run.dir", &o.run.dir, "run directory (metrics.jsonl, checkpoint.h5, model/)");
   r.add("run.seed", &o.run.seed, "seed for model init, data order and dropout", 0, std::numeric_limits<int64_t>::max());
@@ -40,7 +40,7 @@ void bind_lm_job(Recipe& r, LmJobOptions& o) {
   bind_train_options(r, o.train);
 }
 
-LmJobStart start_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume) {
+LmJobStart start_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bool resume, bool open_data) {
   set_cpu_threads(o.run.threads);
   torch::manual_seed(static_cast<uint64_t>(o.run.seed));
   LmJobStart start;
@@ -49,6 +49,7 @@ LmJobStart start_lm_job(const LmJobOptions& o, const std::string& recipe_ini, bo
 
   start.tokenizer = resolve_tokenizer(o.data);
   copy_tokenizer(*start.tokenizer, o.run.dir);  // so that checkpoints in the run directory evaluate alone
+  if (!open_data) return start;
   DatasetOptions d;
   d.seq_len = o.data.seq_len;
   d.batch_size = o.data.batch_size;

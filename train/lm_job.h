@@ -43,8 +43,9 @@ struct LmJobStart {
 };
 
 /// Sets threads and seed, picks the device, claims the run directory (see claim_run_dir), resolves
-/// the tokenizer and opens the [data] dataset. The train job starts so; distill and qat jobs too.
-LmJobStart start_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume);
+/// the tokenizer and opens the [data] dataset (unless `open_data` is false: jobs that bring their
+/// own examples). The train job starts so; distill, qat and the compression jobs too.
+LmJobStart start_lm_job(const LmJobOptions& options, const std::string& recipe_ini, bool resume, bool open_data = true);
 
 /// ConfigError/DataError unless `model` reads the data's vocabulary and data.seq_len positions.
 void check_model_fits(const Decoder& model, const TokenDataset& data, const LmJobOptions& options);

@@ -4,26 +4,19 @@
 
 #include <chrono>
 #include <cmath>
-#include <iomanip>
-#include <sstream>
 
 #include "core/data/dataset.h"
 #include "core/util/compat.h"
 #include "core/util/error.h"
 #include "core/util/log.h"
 #include "core/util/metrics.h"
+#include "core/util/format.h"
 #include "core/util/progress.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 
 namespace fedsplit {
 namespace {
-
-std::string fixed(double v, int digits) {
-  std::ostringstream ss;
-  ss << std::fixed << std::setprecision(digits) << v;
-  return ss.str();
-}
 
 // Copies a host batch to `device`; on CUDA through pinned memory so the copy does not make the host
 // wait for the work already queued.
