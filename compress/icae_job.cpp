@@ -245,10 +245,13 @@ TrainResult run_icae_job(const LmJobOptions& o, const IcaeOptions& icae, const P
   model->to(run.device);
   const IcaeShape shape = model->shape();
   const int64_t slots_per_context = (context_tokens + shape.segment_tokens - 1) / shape.segment_tokens * shape.memory_slots;
-  const int64_t longest_decode = slots_per_context + 1 + std::max(window, icae.tail_tokens);
+  // The decoder reads the slots, then [AE] + the context or [LM] + the continuation, or the prompt and answer.
+  const int64_t longest_decode = slots_per_context + (pretrain ? 1 + std::max(context_tokens, window - context_tokens)
+                                                                : icae.tail_tokens);
   if (longest_decode > run.model->options.max_position)
     throw ConfigError("the decoder would read " + std::to_string(longest_decode) + " positions, more than the model's " +
-                      std::to_string(run.model->options.max_position) + ": lower icae.context_tokens or data.seq_len");
+                      std::to_string(run.model->options.max_position) + ": lower icae.context_tokens or " +
+                      (pretrain ? "data.seq_len" : "icae.tail_tokens"));
 
   std::unique_ptr<IcaeExampleStream> examples;
   if (!pretrain) {
