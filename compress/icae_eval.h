@@ -12,7 +12,8 @@
 namespace fedsplit {
 
 /// Greedy decoding from the frozen decoder: `max_tokens` tokens after `prefix` [1, P, hidden]
-/// (stops early at `eos` when eos >= 0).
+/// (stops early at `eos` when eos >= 0). Each token reruns the whole sequence (no KV cache): fine
+/// for evaluation-sized passages; the inference engine (infer/) is the fast path.
 std::vector<int64_t> icae_greedy(IcaeModel& model, const torch::Tensor& prefix, int64_t max_tokens, int64_t eos = -1);
 
 /// The reconstruction of `context` (ids on the model's device): slots, [AE], then as many

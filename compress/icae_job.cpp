@@ -162,7 +162,7 @@ nlohmann::json evaluate_finetuning(IcaeModel& model, const IcaeExampleStream& st
   torch::NoGradGuard no_grad;
   const torch::Device device = model->memory().device();
   auto row = [&](const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0).to(device); };
-  int64_t correct = 0, answer_tokens = 0, examples = 0;
+  int64_t correct = 0, answer_tokens = 0, examples = 0, unprompted_tokens = 0;
   double slots_sum = 0, full_sum = 0, none_sum = 0;
   for (const auto& ex : stream.val_examples()) {
     const std::vector<int64_t> tail = ex.tail();
@@ -180,7 +180,9 @@ nlohmann::json evaluate_finetuning(IcaeModel& model, const IcaeExampleStream& st
     full.insert(full.end(), tail.begin(), tail.end() - 1);
     const int64_t n = static_cast<int64_t>(ex.context.size());
     full_sum += answer_loss(model->base()->forward(row(full), 0)[0].slice(0, n + p - 1, n + m - 1));
+    // Without context and prompt the first answer token has nothing to be read after: not scored.
     if (p > 0) none_sum += answer_loss(model->base()->forward(row(tail).slice(1, 0, m - 1), 0)[0].slice(0, p - 1, m - 1));
+    else unprompted_tokens += static_cast<int64_t>(ex.answer.size());
     std::vector<int64_t> expected(ex.answer);
     if (!expected.empty() && expected.back() == eos) expected.pop_back();
     const auto generated =
@@ -194,7 +196,9 @@ nlohmann::json evaluate_finetuning(IcaeModel& model, const IcaeExampleStream& st
                            {"answer_exact_match", static_cast<double>(correct) / examples},
                            {"answer_ppl_with_slots", std::exp(slots_sum / answer_tokens)},
                            {"answer_ppl_full_context", std::exp(full_sum / answer_tokens)},
-                           {"answer_ppl_no_context", std::exp(none_sum / answer_tokens)}};
+                           {"answer_ppl_no_context", answer_tokens > unprompted_tokens
+                                                         ? std::exp(none_sum / (answer_tokens - unprompted_tokens))
+                                                         : std::nan("")}};
   log_info("held-out answers: exact match ", fixed(out["answer_exact_match"].get<double>(), 3), " with slots; answer ",
            "perplexity with slots ", fixed(out["answer_ppl_with_slots"].get<double>(), 2), ", full context ",
            fixed(out["answer_ppl_full_context"].get<double>(), 2), ", no context ",

@@ -92,6 +92,7 @@ torch::Tensor IcaeModelImpl::compress(const torch::Tensor& context) {
 
 torch::Tensor IcaeModelImpl::decode(const torch::Tensor& prefix, const torch::Tensor& ids) {
   const int64_t P = prefix.size(1);
+  TORCH_CHECK(P >= 1, "ICAE decode: the prefix holds no slots");
   const auto dtype = base_->token_embedding().scalar_type();
   torch::Tensor h = positioned(prefix.to(dtype), 0);
   if (ids.size(1) > 0) h = torch::cat({h, base_->embed(ids, P)}, 1);
