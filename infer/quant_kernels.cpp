@@ -1,0 +1,199 @@
+#include "infer/quant_kernels.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/util/error.h"
+#include "infer/quant_kernels_impl.h"
+
+namespace fedsplit {
+namespace quant_detail {
+namespace {
+
+float load_fp16(const uint8_t* p) {
+  return fp16_to_fp32(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+}
+
+// Integer dots of one block, written so that GCC vectorises them at -O2 (fixed trip count).
+int32_t dot_i8_block(const int8_t* w, const int8_t* x) {
+  int32_t sum = 0;
+  for (int j = 0; j < kBlock; ++j) sum += static_cast<int32_t>(w[j]) * static_cast<int32_t>(x[j]);
+  return sum;
+}
+
+int32_t dot_q4_block(const uint8_t* nibbles, const int8_t* x) {
+  int32_t lo = 0;
+  int32_t hi = 0;
+  for (int j = 0; j < kBlock / 2; ++j) {
+    lo += (static_cast<int32_t>(nibbles[j] & 0x0F) - 8) * static_cast<int32_t>(x[j]);
+    hi += (static_cast<int32_t>(nibbles[j] >> 4) - 8) * static_cast<int32_t>(x[j + kBlock / 2]);
+  }
+  return lo + hi;
+}
+
+}  // namespace
+
+float dot_q8_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * kQ8_0Bytes;
+    const int32_t dot = dot_i8_block(reinterpret_cast<const int8_t*>(blk + 2), xq + b * kBlock);
+    acc += load_fp16(blk) * xs[b] * static_cast<float>(dot);
+  }
+  return acc;
+}
+
+float dot_q4_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
+  float acc = 0.0f;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* blk = row + b * kQ4_0Bytes;
+    const int32_t dot = dot_q4_block(blk + 2, xq + b * kBlock);
+    acc += load_fp16(blk) * xs[b] * static_cast<float>(dot);
+  }
+  return acc;
+}
+
+}  // namespace quant_detail
+
+namespace {
+
+using namespace quant_detail;
+
+std::atomic<bool> g_force_portable{false};
+
+bool cpu_has_avx2() {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  // Every CPU with AVX2 and FMA (Haswell, Zen and later) also has F16C.
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+#else
+  return false;
+#endif
+}
+
+bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
+
+RowDot pick_dot(GgmlType type) {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2()) return type == GgmlType::Q8_0 ? dot_q8_0_avx2 : dot_q4_0_avx2;
+#endif
+  return type == GgmlType::Q8_0 ? dot_q8_0_portable : dot_q4_0_portable;
+}
+
+void check_matrix(const QuantMatrix& w, int64_t batch) {
+  if (w.type != GgmlType::Q8_0 && w.type != GgmlType::Q4_0)
+    throw DataError("quant kernels: weight type " + ggml_type_name(static_cast<uint32_t>(w.type)) +
+                    " is not supported (Q8_0 or Q4_0 only; use LibTorch for F32/F16)");
+  if (w.cols <= 0 || w.cols % kBlock != 0 || w.rows < 0)
+    throw DataError("quant kernels: " + ggml_type_name(static_cast<uint32_t>(w.type)) + " matrix " +
+                    std::to_string(w.rows) + "x" + std::to_string(w.cols) +
+                    " needs rows >= 0 and cols a positive multiple of 32");
+  if (batch < 0) throw DataError("quant kernels: negative batch " + std::to_string(batch));
+  if (w.rows > 0 && w.data == nullptr) throw DataError("quant kernels: weight data is null");
+}
+
+// Q8 blocks of one activation row: scale = absmax / 127, codes = x / scale rounded to nearest
+// (even on ties). A block with a non-finite value gets a NaN scale and zero codes, so the outputs
+// become NaN instead of undefined int8 conversions.
+void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* codes) {
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    int8_t* qb = codes + b * kBlock;
+    float amax = 0.0f;
+    bool finite = true;
+    for (int j = 0; j < kBlock; ++j) {
+      amax = std::max(amax, std::fabs(xb[j]));
+      finite = finite && std::isfinite(xb[j]);
+    }
+    if (!finite) {
+      scales[b] = std::numeric_limits<float>::quiet_NaN();
+      std::fill(qb, qb + kBlock, int8_t{0});
+      continue;
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    scales[b] = d;
+    for (int j = 0; j < kBlock; ++j) {
+      const float v = std::min(127.0f, std::max(-127.0f, std::nearbyint(xb[j] * id)));
+      qb[j] = static_cast<int8_t>(v);
+    }
+  }
+}
+
+// Rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that a tile of
+// W stays in cache across the batch. y[n * rows + r].
+void run_rows(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs,
+              const int8_t* xq, int64_t batch, float* y) {
+  constexpr int64_t kRowTile = 16;
+  const int64_t blocks = w.cols / kBlock;
+  const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
+  for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
+    const int64_t t1 = std::min(r1, t0 + kRowTile);
+    for (int64_t n = 0; n < batch; ++n) {
+      const float* s = xs + n * blocks;
+      const int8_t* q = xq + n * w.cols;
+      float* yn = y + n * w.rows;
+      for (int64_t r = t0; r < t1; ++r) yn[r] = dot(w.data + r * row_bytes, s, q, blocks);
+    }
+  }
+}
+
+}  // namespace
+
+void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
+  check_matrix(w, batch);
+  if (w.rows == 0 || batch == 0) return;
+  const int64_t blocks = w.cols / kBlock;
+  std::vector<float> xs(static_cast<size_t>(batch * blocks));
+  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
+  for (int64_t n = 0; n < batch; ++n)
+    quantize_activation(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+
+  const RowDot dot = pick_dot(w.type);
+  // Threads only pay off past ~64K multiply-adds; never more threads than rows.
+  constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
+  int64_t nthreads = std::max(1, threads);
+  if (w.rows * w.cols * batch < kMinWorkForThreads) nthreads = 1;
+  nthreads = std::min(nthreads, w.rows);
+  if (nthreads == 1) {
+    run_rows(w, dot, 0, w.rows, xs.data(), xq.data(), batch, y);
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(nthreads - 1));
+  const int64_t per = w.rows / nthreads;
+  const int64_t extra = w.rows % nthreads;
+  int64_t r0 = 0;
+  int64_t first_r1 = 0;
+  try {
+    for (int64_t t = 0; t < nthreads; ++t) {
+      const int64_t r1 = r0 + per + (t < extra ? 1 : 0);
+      if (t == 0) {
+        first_r1 = r1;  // the calling thread takes the first range
+      } else {
+        pool.emplace_back(run_rows, std::cref(w), dot, r0, r1, xs.data(), xq.data(), batch, y);
+      }
+      r0 = r1;
+    }
+  } catch (...) {  // a thread could not start: let the started ones finish, then report
+    for (auto& th : pool) th.join();
+    throw;
+  }
+  run_rows(w, dot, 0, first_r1, xs.data(), xq.data(), batch, y);
+  for (auto& th : pool) th.join();
+}
+
+void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {
+  quant_matmul(w, x, 1, y, threads);
+}
+
+const char* quant_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
+
+void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
+
+}  // namespace fedsplit

@@ -1,0 +1,48 @@
+// Fast CPU matrix-vector and matrix-matrix products with ggml Q8_0 / Q4_0 weights, read straight
+// from GGUF bytes (see compress/gguf_quant.h for the block layouts).
+//
+// As in llama.cpp, the activation is quantized on the fly to Q8 blocks of 32 (float scale
+// absmax / 127, int8 codes rounded to nearest even), so that each weight block costs one int8 x
+// int8 dot product accumulated in int32, scaled by d_w * d_x and summed in float. The matrix is
+// never dequantized. Two implementations: AVX2+FMA+F16C (chosen at run time when the CPU has them)
+// and a portable one; both compute the same integer dots and differ only in float summation order.
+//
+// Determinism: every output element is computed by one thread with one dot-product call in a fixed
+// order, so results do not depend on the thread count, and quant_matmul's row n equals
+// quant_matvec of X[n] bit for bit.
+//
+// Torch-free, like compress/gguf_quant.h.
+#pragma once
+#include <cstdint>
+
+#include "compress/gguf_quant.h"
+
+namespace fedsplit {
+
+/// A quantized weight matrix borrowed from GGUF bytes (not owned). Row-major [rows = out,
+/// cols = in]; each row is cols / 32 blocks of `type` (Q8_0 or Q4_0), rows stored back to back.
+struct QuantMatrix {
+  GgmlType type;
+  const uint8_t* data;
+  int64_t rows;
+  int64_t cols;
+};
+
+/// y[r] = sum_c W[r][c] * x[c] for r in [0, rows): x has cols floats, y rows floats. Never
+/// dequantizes the whole matrix. `threads` <= 1 runs inline; small matrices also run inline.
+/// Throws DataError unless the type is Q8_0/Q4_0, cols a positive multiple of 32 and rows >= 0.
+/// x must be finite (a block with a non-finite value makes the outputs NaN).
+void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads);
+
+/// Y[n][r] = sum_c W[r][c] * X[n][c] for n in [0, batch): X [batch, cols] row-major, Y [batch,
+/// rows]. Each X row is quantized once; threads split the rows of W and do all batch rows.
+void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads);
+
+/// Which implementation runs: "avx2" or "portable" (for logs and benchmarks).
+const char* quant_kernel_name();
+
+/// Forces the portable kernels (process-wide; for tests and benchmarks), or restores the choice
+/// by CPU features.
+void force_portable_kernels(bool on);
+
+}  // namespace fedsplit

@@ -1,0 +1,24 @@
+// Internal to infer/quant_kernels*.cpp: the per-row dot products each implementation provides.
+#pragma once
+#include <cstdint>
+
+namespace fedsplit::quant_detail {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kQ8_0Bytes = 34;
+constexpr int64_t kQ4_0Bytes = 18;
+
+/// The dot product of one weight row (`blocks` blocks of its type) with a Q8-quantized activation
+/// (`xs`: one float scale per block, `xq`: 32 int8 codes per block).
+using RowDot = float (*)(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+
+float dot_q8_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+float dot_q4_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+
+#if defined(FEDSPLIT_AVX2_KERNELS)
+// Compiled with -mavx2 -mfma -mf16c (quant_kernels_avx2.cpp): call only when the CPU has them.
+float dot_q8_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+float dot_q4_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+#endif
+
+}  // namespace fedsplit::quant_detail

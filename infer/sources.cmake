@@ -1,0 +1,5 @@
+set(INFER_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/quant_kernels.cpp)
+# x86-64 only: compiled with -mavx2 -mfma -mf16c and chosen at run time (see CMakeLists.txt).
+set(INFER_AVX2_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/quant_kernels_avx2.cpp)

@@ -1,0 +1,247 @@
+// labels: unit
+// The engine's Q8_0 / Q4_0 CPU kernels: results against the dequantized matrix, AVX2 against
+// portable, thread counts and batch against single vectors bit for bit, and argument errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "compress/gguf_quant.h"
+#include "core/util/error.h"
+#include "infer/quant_kernels.h"
+#include "tests/test_support.h"
+
+namespace fedsplit {
+namespace {
+
+using fedsplit::testing::expect_one_line_error;
+
+struct Shape {
+  int64_t rows;
+  int64_t cols;
+};
+const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {33, 96}, {37, 2048}, {4096, 1024}};
+const GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q4_0};
+
+std::vector<float> random_values(int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// A quantized random matrix that owns its bytes.
+struct Matrix {
+  std::vector<uint8_t> bytes;
+  QuantMatrix view;
+  Matrix(GgmlType type, Shape s, uint32_t seed) {
+    const auto w = random_values(s.rows * s.cols, seed);
+    bytes = quantize_rows(type, w.data(), s.rows, s.cols);
+    view = QuantMatrix{type, bytes.data(), s.rows, s.cols};
+  }
+};
+
+// The dequantized matrix times x, in double, and the scale errors are measured against: the L2
+// norm over all products W[r][c] * x[c]. With random data that is the typical size of y, but unlike
+// ||y|| it does not vanish when a row's sum cancels (a 1-row result can be ~0 by chance, which made
+// a plain relative error meaningless).
+struct Reference {
+  std::vector<double> y;
+  double term_norm = 0.0;
+};
+
+Reference reference(const QuantMatrix& w, const float* x) {
+  std::vector<float> dense(static_cast<size_t>(w.rows * w.cols));
+  dequantize_values(w.type, w.data, w.rows * w.cols, dense.data());
+  Reference ref;
+  ref.y.assign(static_cast<size_t>(w.rows), 0.0);
+  double sq = 0.0;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    for (int64_t c = 0; c < w.cols; ++c) {
+      const double term = static_cast<double>(dense[r * w.cols + c]) * x[c];
+      ref.y[r] += term;
+      sq += term * term;
+    }
+  }
+  ref.term_norm = std::sqrt(sq);
+  return ref;
+}
+
+// ||got - want|| / scale.
+template <typename A, typename B>
+double relative_l2(const std::vector<A>& got, const std::vector<B>& want, double scale) {
+  double diff = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - static_cast<double>(want[i]);
+    diff += d * d;
+  }
+  return std::sqrt(diff) / scale;
+}
+
+std::vector<float> matvec(const QuantMatrix& w, const std::vector<float>& x, int threads) {
+  std::vector<float> y(static_cast<size_t>(w.rows), -1.0f);
+  quant_matvec(w, x.data(), y.data(), threads);
+  return y;
+}
+
+// Restores the CPU's kernel choice after a test that forces the portable one.
+struct PortableGuard {
+  explicit PortableGuard(bool on) { force_portable_kernels(on); }
+  ~PortableGuard() { force_portable_kernels(false); }
+};
+
+void expect_close_to_reference(bool portable) {
+  PortableGuard guard(portable);
+  if (portable) {
+    EXPECT_STREQ(quant_kernel_name(), "portable");
+  }
+  uint32_t seed = 1;
+  for (GgmlType type : kTypes) {
+    for (const Shape& s : kShapes) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                   std::to_string(s.cols) + " " + quant_kernel_name());
+      const Matrix m(type, s, seed++);
+      const auto x = random_values(s.cols, seed++);
+      // The reference uses the exact dequantized weights, so the only error is the activation's
+      // rounding to 8 bits per block of 32 (step absmax/127, i.e. at most 1/254 of the block's
+      // absmax per value); summed over a row with random signs it stays well under 1%.
+      const Reference ref = reference(m.view, x.data());
+      EXPECT_LT(relative_l2(matvec(m.view, x, 1), ref.y, ref.term_norm), 1e-2);
+    }
+  }
+}
+
+TEST(QuantKernels, MatchTheDequantizedMatrixWithTheCpuKernels) { expect_close_to_reference(false); }
+
+TEST(QuantKernels, MatchTheDequantizedMatrixWithThePortableKernels) { expect_close_to_reference(true); }
+
+TEST(QuantKernels, ForcePortableSwitchesTheKernel) {
+  {
+    PortableGuard guard(true);
+    EXPECT_STREQ(quant_kernel_name(), "portable");
+  }
+  const std::string name = quant_kernel_name();
+  EXPECT_TRUE(name == "avx2" || name == "portable") << name;
+}
+
+TEST(QuantKernels, Avx2AgreesWithPortable) {
+  if (std::string(quant_kernel_name()) != "avx2") GTEST_SKIP() << "no AVX2 kernels on this CPU";
+  uint32_t seed = 100;
+  for (GgmlType type : kTypes) {
+    for (const Shape& s : kShapes) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                   std::to_string(s.cols));
+      const Matrix m(type, s, seed++);
+      const auto x = random_values(s.cols, seed++);
+      const auto fast = matvec(m.view, x, 2);
+      std::vector<float> portable;
+      {
+        PortableGuard guard(true);
+        portable = matvec(m.view, x, 2);
+      }
+      // Same activation codes and the same integer dot per block: only the float summation order
+      // over blocks differs.
+      EXPECT_LT(relative_l2(fast, portable, reference(m.view, x.data()).term_norm), 1e-5);
+    }
+  }
+}
+
+void expect_thread_counts_identical(bool portable) {
+  PortableGuard guard(portable);
+  uint32_t seed = 200;
+  for (GgmlType type : kTypes) {
+    for (const Shape& s : kShapes) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                   std::to_string(s.cols) + " " + quant_kernel_name());
+      const Matrix m(type, s, seed++);
+      const auto x = random_values(s.cols, seed++);
+      // Each output is one dot-product call by one thread in a fixed order: bit for bit the same.
+      const auto one = matvec(m.view, x, 1);
+      for (int threads : {2, 3, 8}) {
+        const auto many = matvec(m.view, x, threads);
+        EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0) << threads;
+      }
+    }
+  }
+}
+
+TEST(QuantKernels, ThreadCountsGiveIdenticalResults) { expect_thread_counts_identical(false); }
+
+TEST(QuantKernels, ThreadCountsGiveIdenticalResultsPortable) { expect_thread_counts_identical(true); }
+
+void expect_matmul_rows_equal_matvec(bool portable) {
+  PortableGuard guard(portable);
+  uint32_t seed = 300;
+  const int64_t batch = 5;
+  for (GgmlType type : kTypes) {
+    for (const Shape& s : kShapes) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                   std::to_string(s.cols) + " " + quant_kernel_name());
+      const Matrix m(type, s, seed++);
+      const auto x = random_values(batch * s.cols, seed++);
+      for (int threads : {1, 3}) {
+        std::vector<float> y(static_cast<size_t>(batch * s.rows), -1.0f);
+        quant_matmul(m.view, x.data(), batch, y.data(), threads);
+        for (int64_t n = 0; n < batch; ++n) {
+          const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
+          const auto yn = matvec(m.view, xn, 1);
+          EXPECT_EQ(std::memcmp(yn.data(), y.data() + n * s.rows, yn.size() * sizeof(float)), 0)
+              << "batch row " << n << ", threads " << threads;
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantKernels, MatmulRowsEqualMatvec) { expect_matmul_rows_equal_matvec(false); }
+
+TEST(QuantKernels, MatmulRowsEqualMatvecPortable) { expect_matmul_rows_equal_matvec(true); }
+
+TEST(QuantKernels, Q4_0NibbleLayoutAndExtremeCodes) {
+  // One hand-made Q4_0 block with d = 1: weight j = (j % 16) - 8 from the low nibbles, weight
+  // j + 16 = 7 - (j % 16) from the high nibbles; one Q8_0 block with codes -128..127 extremes.
+  std::vector<uint8_t> q4(18, 0);
+  q4[0] = 0x00;
+  q4[1] = 0x3c;  // fp16 1.0
+  for (int j = 0; j < 16; ++j) q4[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  std::vector<uint8_t> q8(34, 0);
+  q8[0] = 0x00;
+  q8[1] = 0x3c;
+  for (int j = 0; j < 32; ++j) q8[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(j % 2 ? 127 : -128));
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = (j % 3 == 0 ? -1.0f : 1.0f) * 127.0f;  // exact codes, d_x = 1
+  for (bool portable : {false, true}) {
+    PortableGuard guard(portable);
+    for (const auto* bytes : {&q4, &q8}) {
+      const QuantMatrix w{bytes == &q4 ? GgmlType::Q4_0 : GgmlType::Q8_0, bytes->data(), 1, 32};
+      const auto want = reference(w, x.data()).y;
+      float got = 0.0f;
+      quant_matvec(w, x.data(), &got, 1);
+      EXPECT_EQ(static_cast<double>(got), want[0]) << quant_kernel_name();
+    }
+  }
+}
+
+TEST(QuantKernels, RejectsUnsupportedTypesAndShapes) {
+  std::vector<uint8_t> bytes(34 * 4, 0);
+  std::vector<float> x(64, 1.0f);
+  std::vector<float> y(4, 0.0f);
+  expect_one_line_error<DataError>(
+      [&] { quant_matvec(QuantMatrix{GgmlType::F32, bytes.data(), 1, 32}, x.data(), y.data(), 1); },
+      {"F32", "Q8_0 or Q4_0"});
+  expect_one_line_error<DataError>(
+      [&] { quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 1, 48}, x.data(), y.data(), 1); },
+      {"Q8_0", "1x48", "multiple of 32"});
+  expect_one_line_error<DataError>(
+      [&] { quant_matmul(QuantMatrix{GgmlType::Q4_0, bytes.data(), 1, 32}, x.data(), -1, y.data(), 1); },
+      {"batch"});
+  // Empty products are fine and write nothing.
+  quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 0, 32}, x.data(), y.data(), 4);
+  quant_matmul(QuantMatrix{GgmlType::Q8_0, bytes.data(), 2, 32}, x.data(), 0, y.data(), 4);
+}
+
+}  // namespace
+}  // namespace fedsplit
