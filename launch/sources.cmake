@@ -8,4 +8,5 @@ set(LAUNCH_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cmd_report.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_plan.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_export.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/cmd_icae.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_icae.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_generate.cpp)

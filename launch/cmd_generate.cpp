@@ -1,0 +1,114 @@
+// fedsplit generate: text from a GGUF model through the inference engine, for one --prompt
+// (streamed) or a file of prompts, one per line ("-" = standard input, answered line by line: the
+// serving mode), each answered with one JSON line.
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <iostream>
+
+#include "compress/gguf_vocab.h"
+#include "core/tokenizer/tokenizer.h"
+#include "core/util/error.h"
+#include "core/util/fs.h"
+#include "infer/generate.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+
+namespace po = boost::program_options;
+
+namespace fedsplit::cli {
+namespace {
+
+std::vector<int64_t> encode(const Tokenizer& tokenizer, const std::string& text) {
+  const auto ids = tokenizer.encode(text);
+  std::vector<int64_t> out;
+  if (tokenizer.bos_id() >= 0) out.push_back(tokenizer.bos_id());
+  out.insert(out.end(), ids.begin(), ids.end());
+  return out;
+}
+
+std::string decode(const Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
+  return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
+}
+
+// One prompt streamed to stdout as its tokens come; speeds to stderr.
+void stream_one(GgufRunner& runner, const Tokenizer& tokenizer, const std::string& prompt, const GenerateOptions& options) {
+  std::vector<int64_t> produced;
+  std::string printed;
+  const Generation g = generate(runner, encode(tokenizer, prompt), options, [&](int64_t token) {
+    produced.push_back(token);
+    const std::string text = decode(tokenizer, produced);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::cout << text.substr(printed.size()) << std::flush;
+      printed = text;
+    }
+  });
+  std::cout << "\n";
+  std::cerr << g.prompt_tokens << " prompt tokens at " << g.prompt_tokens / std::max(g.prompt_seconds, 1e-9)
+            << " tokens/s, " << g.tokens.size() << " new tokens at " << g.tokens.size() / std::max(g.decode_seconds, 1e-9)
+            << " tokens/s\n";
+}
+
+// Every line of `in` answered with one JSON line, flushed at once.
+void answer_lines(GgufRunner& runner, const Tokenizer& tokenizer, std::istream& in, const GenerateOptions& options) {
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    nlohmann::json out{{"prompt", line}};
+    try {
+      const Generation g = generate(runner, encode(tokenizer, line), options);
+      out.update({{"completion", decode(tokenizer, g.tokens)},
+                  {"prompt_tokens", g.prompt_tokens},
+                  {"new_tokens", g.tokens.size()},
+                  {"decode_tokens_per_s", g.tokens.size() / std::max(g.decode_seconds, 1e-9)}});
+    } catch (const DataError& e) {
+      out["error"] = e.what();  // one bad request does not end the others
+    }
+    std::cout << out.dump() << "\n" << std::flush;
+  }
+}
+
+}  // namespace
+
+int generate(const Args& args) {
+  std::string model, tokenizer_path, prompt, prompts;
+  int64_t threads = 2, context = 0;
+  GenerateOptions options;
+  po::options_description flags("generate");
+  flags.add_options()
+      ("model", po::value(&model)->required(), "a .gguf file holding every layer (fedsplit export gguf or llama.cpp's)")
+      ("tokenizer", po::value(&tokenizer_path), "tokenizer file or directory (default: the one beside the model)")
+      ("prompt", po::value(&prompt), "the text to continue, streamed to stdout")
+      ("prompts", po::value(&prompts), "a file of prompts, one per line, or - for standard input (serving): one JSON line each")
+      ("max-tokens", po::value(&options.max_tokens)->default_value(64), "new tokens at most")
+      ("temperature", po::value(&options.sampling.temperature)->default_value(0), "0 = greedy")
+      ("top-k", po::value(&options.sampling.top_k)->default_value(0), "keep the k most likely tokens (0 = all)")
+      ("top-p", po::value(&options.sampling.top_p)->default_value(1), "nucleus: keep the most likely tokens up to this mass")
+      ("repetition-penalty", po::value(&options.sampling.repetition_penalty)->default_value(1), "1 = off")
+      ("seed", po::value(&options.sampling.seed)->default_value(0), "seeds the draws")
+      ("threads", po::value(&threads)->default_value(2), "CPU threads")
+      ("context", po::value(&context)->default_value(0), "KV cache positions (0 = the model's)");
+  po::variables_map values;
+  if (!parse_flags("generate", args, flags, values)) return 0;
+  if (prompt.empty() == prompts.empty())
+    throw ConfigError("fedsplit generate: pass --prompt TEXT or --prompts FILE (one of them)");
+  if (options.max_tokens < 1) throw ConfigError("--max-tokens must be at least 1");
+  check_sampling_options(options.sampling);
+  if (!path_exists(model)) throw IoError("--model " + model + ": no such file");
+  const std::string found = tokenizer_path.empty() ? find_model_tokenizer(model) : tokenizer_path;
+  if (found.empty()) throw ConfigError("no tokenizer beside " + model + ": pass --tokenizer");
+  const auto tokenizer = load_tokenizer(found);
+  torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
+  GgufRunner runner(model, static_cast<int>(threads), context);
+  if (!prompt.empty()) {
+    stream_one(runner, *tokenizer, prompt, options);
+  } else if (prompts == "-") {
+    answer_lines(runner, *tokenizer, std::cin, options);
+  } else {
+    std::ifstream in(prompts);
+    if (!in) throw IoError("--prompts " + prompts + ": cannot read it");
+    answer_lines(runner, *tokenizer, in, options);
+  }
+  return 0;
+}
+
+}  // namespace fedsplit::cli

@@ -1,0 +1,120 @@
+// labels: unit
+// fedsplit generate through the executable, on a tiny llama trained here and exported to GGUF:
+// a streamed --prompt, a prompts file and standard input (the serving mode) answered with one JSON
+// line each, seeded sampling that repeats, and bad input refused with one line (a prompt beyond
+// the context, sampling flags out of range, a missing model, one stage of a pipeline export).
+// That the engine's tokens equal the fp32 path's is tests/infer/test_gguf_runner.cpp's job.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+
+#include "tests/launch/cli_helpers.h"
+#include "tests/test_support.h"
+
+using namespace fedsplit::testing;
+
+namespace {
+
+std::string base_recipe(const TempDir& tmp) {
+  const std::string tokenizers = fixtures() + "/hf-tiny/tokenizers/";
+  return "[run]\ndir = " + (tmp / "base") + "\nseed = 7\nthreads = 2\ndevice = cpu\n\n[data]\ncorpus = " + tokenizers +
+         "training-text.txt\ntokenizer = " + tokenizers + "spm-bpe.model\nseq_len = 32\nbatch_size = 8\n"
+         "val_fraction = 0.1\ncache_dir = " + (tmp / "cache") +
+         "\n\n[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"
+         "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 1\n";
+}
+
+std::vector<nlohmann::json> json_lines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+class CliGenerate : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir("cli_generate");
+    write_text(*tmp_ / "base.ini", base_recipe(*tmp_));
+    auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --out " + (*tmp_ / "gguf"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --stages 2 --out " + (*tmp_ / "stages"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  static void TearDownTestSuite() { delete tmp_; }
+  static std::string model() { return " --model " + (*tmp_ / "gguf/model.gguf") + " --tokenizer " + (*tmp_ / "base/model"); }
+  static TempDir* tmp_;
+};
+TempDir* CliGenerate::tmp_ = nullptr;
+
+}  // namespace
+
+TEST_F(CliGenerate, StreamsOnePromptAndReportsSpeeds) {
+  const auto r = run_fedsplit("generate" + model() + " --prompt 'Call me Ishmael.' --max-tokens 8");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("prompt tokens at"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("new tokens at"), std::string::npos) << r.output;
+  EXPECT_GT(r.output.find("prompt tokens at"), 0u) << "text comes before the speeds: " << r.output;
+}
+
+TEST_F(CliGenerate, PromptFilesAndStandardInputGetAJsonLineEach) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "prompts.txt", "Call me Ishmael.\n\nIt was the best of times\n");
+  const auto from_file = run_fedsplit("generate" + model() + " --prompts " + (tmp / "prompts.txt") + " --max-tokens 6");
+  ASSERT_EQ(from_file.exit_code, 0) << from_file.output;
+  const auto lines = json_lines(from_file.output);
+  ASSERT_EQ(lines.size(), 2u) << from_file.output;  // the blank line is skipped
+  EXPECT_EQ(lines[0]["prompt"], "Call me Ishmael.");
+  for (const auto& line : lines) {
+    EXPECT_GE(line["new_tokens"].get<int64_t>(), 1) << line.dump();
+    EXPECT_LE(line["new_tokens"].get<int64_t>(), 6) << line.dump();
+  }
+  const auto from_stdin = run_command("printf 'Call me Ishmael.\\nIt was the best of times\\n' | '" +
+                                      std::string(FEDSPLIT_BINARY) + "' generate" + model() +
+                                      " --prompts - --max-tokens 6 2>&1");
+  ASSERT_EQ(from_stdin.exit_code, 0) << from_stdin.output;
+  auto without_speed = [](std::vector<nlohmann::json> answers) {
+    for (auto& a : answers) a.erase("decode_tokens_per_s");
+    return answers;
+  };
+  EXPECT_EQ(without_speed(json_lines(from_stdin.output)), without_speed(lines))
+      << "greedy answers do not depend on where the prompts come from";
+}
+
+TEST_F(CliGenerate, SeededSamplingRepeats) {
+  const std::string sampled = "generate" + model() + " --prompt 'Call me' --max-tokens 10 --temperature 1.2 --top-k 20 "
+                              "--top-p 0.95 --repetition-penalty 1.1 --seed ";
+  const auto a = run_fedsplit(sampled + "5"), b = run_fedsplit(sampled + "5");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  auto first_line = [](const std::string& s) { return s.substr(0, s.find('\n')); };
+  EXPECT_EQ(first_line(a.output), first_line(b.output));
+}
+
+TEST_F(CliGenerate, BadInputIsOneLine) {
+  const TempDir& tmp = *tmp_;
+  auto refused = [&](const std::string& args, const std::vector<std::string>& needles) {
+    const auto r = run_fedsplit("generate" + args);
+    EXPECT_NE(r.exit_code, 0) << args;
+    for (const auto& n : needles) EXPECT_NE(r.output.find(n), std::string::npos) << args << ": " << r.output;
+  };
+  refused(model() + " --prompt 'Call me Ishmael. Some years ago' --context 8 --max-tokens 4", {"context of 8", "--max-tokens"});
+  refused(model() + " --prompt x --temperature -1", {"--temperature"});
+  refused(model() + " --prompt x --top-p 0", {"--top-p"});
+  refused(model(), {"--prompt"});
+  refused(" --model " + (tmp / "missing.gguf") + " --prompt x", {"missing.gguf"});
+  refused(" --model " + (tmp / "stages/stage-0.gguf") + " --tokenizer " + (tmp / "base/model") + " --prompt x",
+          {"one stage of a pipeline export"});
+  // In a prompts file a bad request gets an error line and the others still run.
+  write_text(tmp / "mixed.txt", "Call me\nCall me Ishmael. Some years ago never mind how long precisely\n");
+  const auto r = run_fedsplit("generate" + model() + " --prompts " + (tmp / "mixed.txt") + " --context 10 --max-tokens 4");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto lines = json_lines(r.output);
+  ASSERT_EQ(lines.size(), 2u) << r.output;
+  EXPECT_TRUE(lines[0].contains("completion")) << lines[0].dump();
+  EXPECT_NE(lines[1].value("error", "").find("context of 10"), std::string::npos) << lines[1].dump();
+}
