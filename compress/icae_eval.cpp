@@ -1,5 +1,7 @@
 #include "compress/icae_eval.h"
 
+#include <cmath>
+
 #include "compress/icae_metrics.h"
 #include "core/util/error.h"
 
@@ -102,6 +104,42 @@ IcaeContinuationScore score_continuations(IcaeModel& model, const std::vector<st
   score.with_slots = slots_sum / tokens;
   score.full_context = full_sum / tokens;
   score.no_context = none_sum / tokens;
+  return score;
+}
+
+IcaeAnswerScore score_answers(IcaeModel& model, const std::vector<TokenizedIcaeExample>& examples, int64_t eos) {
+  if (examples.empty()) throw DataError("no held-out examples to evaluate: raise data.val_fraction");
+  torch::NoGradGuard no_grad;
+  const torch::Device device = device_of(model);
+  int64_t correct = 0, answer_tokens = 0, prompted_tokens = 0;
+  double slots_sum = 0, full_sum = 0, none_sum = 0;
+  for (const auto& ex : examples) {
+    const std::vector<int64_t> tail = ex.tail();
+    const int64_t n = static_cast<int64_t>(ex.context.size()), p = static_cast<int64_t>(ex.prompt.size()),
+                  m = static_cast<int64_t>(tail.size());
+    const torch::Tensor slots = model->compress(row_tensor(ex.context, device));
+    const torch::Tensor answer = row_tensor(ex.answer, device)[0], tail_ids = row_tensor(tail, device);
+    // In each reading, the rows that see the tail's tokens p-1 .. m-2 predict the answer.
+    slots_sum += summed_loss(model->decode(slots, tail_ids.slice(1, 0, m - 1))[0].slice(0, p, m), answer);
+    std::vector<int64_t> full = ex.context;
+    full.insert(full.end(), tail.begin(), tail.end() - 1);
+    full_sum += summed_loss(model->base()->forward(row_tensor(full, device), 0)[0].slice(0, n + p - 1, n + m - 1), answer);
+    if (p > 0) {
+      none_sum += summed_loss(model->base()->forward(tail_ids.slice(1, 0, m - 1), 0)[0].slice(0, p - 1, m - 1), answer);
+      prompted_tokens += static_cast<int64_t>(ex.answer.size());
+    }
+    std::vector<int64_t> expected(ex.answer);
+    if (!expected.empty() && expected.back() == eos) expected.pop_back();
+    const int64_t budget = static_cast<int64_t>(expected.size()) + (eos >= 0 ? 1 : 0);
+    correct += icae_greedy(model, model->prompt_prefix(slots, ex.prompt), budget, eos) == expected ? 1 : 0;
+    answer_tokens += static_cast<int64_t>(ex.answer.size());
+  }
+  IcaeAnswerScore score;
+  score.examples = static_cast<int64_t>(examples.size());
+  score.exact_match = static_cast<double>(correct) / score.examples;
+  score.with_slots = slots_sum / answer_tokens;
+  score.full_context = full_sum / answer_tokens;
+  score.no_context = prompted_tokens > 0 ? none_sum / prompted_tokens : std::nan("");
   return score;
 }
 

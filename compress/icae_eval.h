@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "compress/icae_examples.h"
 #include "compress/icae_model.h"
 
 namespace fedsplit {
@@ -48,6 +49,20 @@ struct IcaeContinuationScore {
 /// `context_tokens`.
 IcaeContinuationScore score_continuations(IcaeModel& model, const std::vector<std::vector<int64_t>>& passages,
                                           int64_t context_tokens);
+
+/// Held-out prompt-with-context answers: the greedy answer after slots and prompt against the
+/// reference, and the answer's loss (nats per token) read after the slots and prompt, after the
+/// context's tokens and the prompt (the plain decoder), and after the prompt alone.
+struct IcaeAnswerScore {
+  int64_t examples = 0;
+  double exact_match = 0;   ///< fraction of answers generated exactly (up to EOS)
+  double with_slots = 0;
+  double full_context = 0;
+  double no_context = 0;    ///< over examples with a prompt (without one, nothing precedes the answer); NaN if none
+};
+
+/// Scores `examples` (IcaeExampleStream's tokenized ones); `eos` ends a generated answer (-1: none).
+IcaeAnswerScore score_answers(IcaeModel& model, const std::vector<TokenizedIcaeExample>& examples, int64_t eos);
 
 /// Consecutive, non-overlapping passages of `length` tokens from the token stream `stream`, at most `count`.
 std::vector<std::vector<int64_t>> cut_passages(const std::vector<int64_t>& stream, int64_t length, int64_t count);

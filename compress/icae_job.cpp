@@ -159,51 +159,15 @@ nlohmann::json evaluate_pretraining(IcaeModel& model, const TokenDataset& data, 
 // Greedy answers to the held-out examples, and answer perplexity given slots, full context, none.
 nlohmann::json evaluate_finetuning(IcaeModel& model, const IcaeExampleStream& stream, int64_t eos) {
   model->eval();
-  torch::NoGradGuard no_grad;
-  const torch::Device device = model->memory().device();
-  auto row = [&](const std::vector<int64_t>& ids) { return torch::tensor(ids, torch::kLong).unsqueeze(0).to(device); };
-  int64_t correct = 0, answer_tokens = 0, examples = 0, unprompted_tokens = 0;
-  double slots_sum = 0, full_sum = 0, none_sum = 0;
-  for (const auto& ex : stream.val_examples()) {
-    const std::vector<int64_t> tail = ex.tail();
-    const int64_t p = static_cast<int64_t>(ex.prompt.size()), m = static_cast<int64_t>(tail.size());
-    const torch::Tensor slots = model->compress(row(ex.context));
-    const torch::Tensor answer = row(ex.answer)[0];
-    // Rows p .. m-1 of each reading predict the answer tokens (the prompt's last token sees them first).
-    auto answer_loss = [&](const torch::Tensor& logits) {
-      return torch::nn::functional::cross_entropy(logits.to(torch::kFloat), answer,
-                                                  torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-          .item<double>();
-    };
-    slots_sum += answer_loss(model->decode(slots, row(tail).slice(1, 0, m - 1))[0].slice(0, p, m));
-    std::vector<int64_t> full = ex.context;
-    full.insert(full.end(), tail.begin(), tail.end() - 1);
-    const int64_t n = static_cast<int64_t>(ex.context.size());
-    full_sum += answer_loss(model->base()->forward(row(full), 0)[0].slice(0, n + p - 1, n + m - 1));
-    // Without context and prompt the first answer token has nothing to be read after: not scored.
-    if (p > 0) none_sum += answer_loss(model->base()->forward(row(tail).slice(1, 0, m - 1), 0)[0].slice(0, p - 1, m - 1));
-    else unprompted_tokens += static_cast<int64_t>(ex.answer.size());
-    std::vector<int64_t> expected(ex.answer);
-    if (!expected.empty() && expected.back() == eos) expected.pop_back();
-    const auto generated =
-        icae_greedy(model, model->prompt_prefix(slots, ex.prompt), static_cast<int64_t>(expected.size()) + (eos >= 0 ? 1 : 0), eos);
-    correct += generated == expected ? 1 : 0;
-    answer_tokens += static_cast<int64_t>(ex.answer.size());
-    ++examples;
-  }
-  if (examples == 0) throw DataError("no held-out examples to evaluate: raise data.val_fraction");
-  const nlohmann::json out{{"examples", examples},
-                           {"answer_exact_match", static_cast<double>(correct) / examples},
-                           {"answer_ppl_with_slots", std::exp(slots_sum / answer_tokens)},
-                           {"answer_ppl_full_context", std::exp(full_sum / answer_tokens)},
-                           {"answer_ppl_no_context", answer_tokens > unprompted_tokens
-                                                         ? std::exp(none_sum / (answer_tokens - unprompted_tokens))
-                                                         : std::nan("")}};
-  log_info("held-out answers: exact match ", fixed(out["answer_exact_match"].get<double>(), 3), " with slots; answer ",
-           "perplexity with slots ", fixed(out["answer_ppl_with_slots"].get<double>(), 2), ", full context ",
-           fixed(out["answer_ppl_full_context"].get<double>(), 2), ", no context ",
-           fixed(out["answer_ppl_no_context"].get<double>(), 2));
-  return out;
+  const IcaeAnswerScore score = score_answers(model, stream.val_examples(), eos);
+  log_info("held-out answers: exact match ", fixed(score.exact_match, 3), " with slots; answer perplexity with slots ",
+           fixed(std::exp(score.with_slots), 2), ", full context ", fixed(std::exp(score.full_context), 2),
+           ", no context ", fixed(std::exp(score.no_context), 2));
+  return {{"examples", score.examples},
+          {"answer_exact_match", score.exact_match},
+          {"answer_ppl_with_slots", std::exp(score.with_slots)},
+          {"answer_ppl_full_context", std::exp(score.full_context)},
+          {"answer_ppl_no_context", std::exp(score.no_context)}};
 }
 
 std::vector<IcaeTextExample> finetune_examples(const LmJobOptions& o, const IcaeOptions& icae) {

@@ -6,13 +6,12 @@
 #include <fstream>
 #include <iostream>
 
-#include "compress/gguf_vocab.h"
-#include "core/tokenizer/tokenizer.h"
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "infer/generate.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "launch/model_tokenizer.h"
 
 namespace po = boost::program_options;
 
@@ -94,9 +93,7 @@ int generate(const Args& args) {
   if (options.max_tokens < 1) throw ConfigError("--max-tokens must be at least 1");
   check_sampling_options(options.sampling);
   if (!path_exists(model)) throw IoError("--model " + model + ": no such file");
-  const std::string found = tokenizer_path.empty() ? find_model_tokenizer(model) : tokenizer_path;
-  if (found.empty()) throw ConfigError("no tokenizer beside " + model + ": pass --tokenizer");
-  const auto tokenizer = load_tokenizer(found);
+  const auto tokenizer = tokenizer_for_model(model, tokenizer_path);
   torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
   GgufRunner runner(model, static_cast<int>(threads), context);
   if (!prompt.empty()) {

@@ -2,7 +2,6 @@
 // back into text through the frozen decoder.
 #include <iostream>
 
-#include "compress/gguf_vocab.h"
 #include "compress/icae_eval.h"
 #include "compress/icae_model.h"
 #include "core/io/safetensors.h"
@@ -12,6 +11,7 @@
 #include "core/util/threads.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "launch/model_tokenizer.h"
 
 namespace po = boost::program_options;
 
@@ -28,12 +28,6 @@ struct IcaeFlags {
         ("encoder", po::value(&encoder)->required(), "the ICAE encoder directory (<run.dir>/encoder of an ICAE run)")
         ("tokenizer", po::value(&tokenizer), "tokenizer file or directory (default: the model's)")
         ("threads", po::value(&threads)->default_value(0), "CPU threads (0 = all cores)");
-  }
-
-  std::unique_ptr<Tokenizer> load_tokenizer_or_fail() const {
-    const std::string path = tokenizer.empty() ? find_model_tokenizer(model) : tokenizer;
-    if (path.empty()) throw ConfigError("no tokenizer beside " + model + ": pass --tokenizer");
-    return load_tokenizer(path);
   }
 };
 
@@ -54,7 +48,7 @@ int compress(const Args& args) {
   po::variables_map values;
   if (!parse_flags("icae compress", args, flags, values)) return 0;
   set_cpu_threads(common.threads);
-  const auto tokenizer = common.load_tokenizer_or_fail();
+  const auto tokenizer = tokenizer_for_model(common.model, common.tokenizer);
   const auto ids32 = tokenizer->encode(read_file(in));
   if (ids32.empty()) throw DataError(in + " holds no text to compress");
   IcaeModel model = load_icae(common.model, common.encoder);
@@ -89,7 +83,7 @@ int decode(const Args& args) {
   if ((task == "prompt") != !prompt.empty())
     throw ConfigError("fedsplit icae decode: --prompt goes with --task prompt (and --task prompt needs --prompt)");
   set_cpu_threads(common.threads);
-  const auto tokenizer = common.load_tokenizer_or_fail();
+  const auto tokenizer = tokenizer_for_model(common.model, common.tokenizer);
   const auto meta = load_safetensors_metadata(slots_path);
   const int64_t tokens = metadata_number(meta, "tokens", slots_path);
   const TensorMap stored = load_safetensors(slots_path);

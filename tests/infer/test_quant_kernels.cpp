@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -93,25 +94,32 @@ struct PortableGuard {
   ~PortableGuard() { force_portable_kernels(false); }
 };
 
-void expect_close_to_reference(bool portable) {
-  PortableGuard guard(portable);
-  if (portable) {
-    EXPECT_STREQ(quant_kernel_name(), "portable");
-  }
-  uint32_t seed = 1;
+// Runs `check` on every type and shape: a random matrix and `x_rows` random activation rows,
+// seeded from `seed` onwards, under a trace naming the case and the kernel in use.
+void for_each_case(uint32_t seed, int64_t x_rows,
+                   const std::function<void(const Matrix&, const Shape&, const std::vector<float>&)>& check) {
   for (GgmlType type : kTypes) {
     for (const Shape& s : kShapes) {
       SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
                    std::to_string(s.cols) + " " + quant_kernel_name());
       const Matrix m(type, s, seed++);
-      const auto x = random_values(s.cols, seed++);
-      // The reference uses the exact dequantized weights, so the only error is the activation's
-      // rounding to 8 bits per block of 32 (step absmax/127, i.e. at most 1/254 of the block's
-      // absmax per value); summed over a row with random signs it stays well under 1%.
-      const Reference ref = reference(m.view, x.data());
-      EXPECT_LT(relative_l2(matvec(m.view, x, 1), ref.y, ref.term_norm), 1e-2);
+      check(m, s, random_values(x_rows * s.cols, seed++));
     }
   }
+}
+
+void expect_close_to_reference(bool portable) {
+  PortableGuard guard(portable);
+  if (portable) {
+    EXPECT_STREQ(quant_kernel_name(), "portable");
+  }
+  for_each_case(1, 1, [](const Matrix& m, const Shape&, const std::vector<float>& x) {
+    // The reference uses the exact dequantized weights, so the only error is the activation's
+    // rounding to 8 bits per block of 32 (step absmax/127, i.e. at most 1/254 of the block's
+    // absmax per value); summed over a row with random signs it stays well under 1%.
+    const Reference ref = reference(m.view, x.data());
+    EXPECT_LT(relative_l2(matvec(m.view, x, 1), ref.y, ref.term_norm), 1e-2);
+  });
 }
 
 TEST(QuantKernels, MatchTheDequantizedMatrixWithTheCpuKernels) { expect_close_to_reference(false); }
@@ -129,43 +137,29 @@ TEST(QuantKernels, ForcePortableSwitchesTheKernel) {
 
 TEST(QuantKernels, Avx2AgreesWithPortable) {
   if (std::string(quant_kernel_name()) != "avx2") GTEST_SKIP() << "no AVX2 kernels on this CPU";
-  uint32_t seed = 100;
-  for (GgmlType type : kTypes) {
-    for (const Shape& s : kShapes) {
-      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
-                   std::to_string(s.cols));
-      const Matrix m(type, s, seed++);
-      const auto x = random_values(s.cols, seed++);
-      const auto fast = matvec(m.view, x, 2);
-      std::vector<float> portable;
-      {
-        PortableGuard guard(true);
-        portable = matvec(m.view, x, 2);
-      }
-      // Same activation codes and the same integer dot per block: only the float summation order
-      // over blocks differs.
-      EXPECT_LT(relative_l2(fast, portable, reference(m.view, x.data()).term_norm), 1e-5);
+  for_each_case(100, 1, [](const Matrix& m, const Shape&, const std::vector<float>& x) {
+    const auto fast = matvec(m.view, x, 2);
+    std::vector<float> portable;
+    {
+      PortableGuard guard(true);
+      portable = matvec(m.view, x, 2);
     }
-  }
+    // Same activation codes and the same integer dot per block: only the float summation order
+    // over blocks differs.
+    EXPECT_LT(relative_l2(fast, portable, reference(m.view, x.data()).term_norm), 1e-5);
+  });
 }
 
 void expect_thread_counts_identical(bool portable) {
   PortableGuard guard(portable);
-  uint32_t seed = 200;
-  for (GgmlType type : kTypes) {
-    for (const Shape& s : kShapes) {
-      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
-                   std::to_string(s.cols) + " " + quant_kernel_name());
-      const Matrix m(type, s, seed++);
-      const auto x = random_values(s.cols, seed++);
-      // Each output is one dot-product call by one thread in a fixed order: bit for bit the same.
-      const auto one = matvec(m.view, x, 1);
-      for (int threads : {2, 3, 8}) {
-        const auto many = matvec(m.view, x, threads);
-        EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0) << threads;
-      }
+  for_each_case(200, 1, [](const Matrix& m, const Shape&, const std::vector<float>& x) {
+    // Each output is one dot-product call by one thread in a fixed order: bit for bit the same.
+    const auto one = matvec(m.view, x, 1);
+    for (int threads : {2, 3, 8}) {
+      const auto many = matvec(m.view, x, threads);
+      EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0) << threads;
     }
-  }
+  });
 }
 
 TEST(QuantKernels, ThreadCountsGiveIdenticalResults) { expect_thread_counts_identical(false); }
@@ -174,26 +168,19 @@ TEST(QuantKernels, ThreadCountsGiveIdenticalResultsPortable) { expect_thread_cou
 
 void expect_matmul_rows_equal_matvec(bool portable) {
   PortableGuard guard(portable);
-  uint32_t seed = 300;
   const int64_t batch = 5;
-  for (GgmlType type : kTypes) {
-    for (const Shape& s : kShapes) {
-      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
-                   std::to_string(s.cols) + " " + quant_kernel_name());
-      const Matrix m(type, s, seed++);
-      const auto x = random_values(batch * s.cols, seed++);
-      for (int threads : {1, 3}) {
-        std::vector<float> y(static_cast<size_t>(batch * s.rows), -1.0f);
-        quant_matmul(m.view, x.data(), batch, y.data(), threads);
-        for (int64_t n = 0; n < batch; ++n) {
-          const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
-          const auto yn = matvec(m.view, xn, 1);
-          EXPECT_EQ(std::memcmp(yn.data(), y.data() + n * s.rows, yn.size() * sizeof(float)), 0)
-              << "batch row " << n << ", threads " << threads;
-        }
+  for_each_case(300, batch, [&](const Matrix& m, const Shape& s, const std::vector<float>& x) {
+    for (int threads : {1, 3}) {
+      std::vector<float> y(static_cast<size_t>(batch * s.rows), -1.0f);
+      quant_matmul(m.view, x.data(), batch, y.data(), threads);
+      for (int64_t n = 0; n < batch; ++n) {
+        const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
+        const auto yn = matvec(m.view, xn, 1);
+        EXPECT_EQ(std::memcmp(yn.data(), y.data() + n * s.rows, yn.size() * sizeof(float)), 0)
+            << "batch row " << n << ", threads " << threads;
       }
     }
-  }
+  });
 }
 
 TEST(QuantKernels, MatmulRowsEqualMatvec) { expect_matmul_rows_equal_matvec(false); }
