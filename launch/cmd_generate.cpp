@@ -9,6 +9,7 @@
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "infer/generate.h"
+#include "infer/gguf_runner.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
 #include "launch/model_tokenizer.h"
