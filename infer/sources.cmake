@@ -1,6 +1,7 @@
 set(INFER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_runner.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/infer_planner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_kernels.cpp
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp)
 # x86-64 only: compiled with -mavx2 -mfma -mf16c and chosen at run time (see CMakeLists.txt).
