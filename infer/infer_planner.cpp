@@ -8,6 +8,8 @@
 #include <set>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "core/comm/link_model.h"
 
 namespace fedsplit {
@@ -404,6 +406,45 @@ std::vector<StageRange> InferPlan::ranges(const InferProblem& problem) const {
 double InferPlan::tokens_per_second(InferObjective objective) const {
   const double seconds = objective == InferObjective::latency ? latency_seconds : bottleneck_seconds;
   return seconds > 0 ? 1.0 / seconds : 0.0;
+}
+
+std::string plan_table(const InferProblem& p, const InferPlan& plan) {
+  std::string out;
+  char line[200];
+  std::snprintf(line, sizeof line, "%-5s %-16s %-10s %12s %12s %22s\n", "stage", "device", "layers", "compute ms",
+                "transfer ms", "memory MB / limit");
+  out += line;
+  for (size_t k = 0; k < plan.stages.size(); ++k) {
+    const InferStage& s = plan.stages[k];
+    const InferDevice& d = p.devices[size_t(s.device)];
+    const std::string layers = "[" + std::to_string(s.layer_begin) + ", " + std::to_string(s.layer_end) + ")";
+    char limit[32];
+    if (d.memory_bytes > 0) std::snprintf(limit, sizeof limit, "%.1f", double(d.memory_bytes) / kMiB);
+    else std::snprintf(limit, sizeof limit, "unlimited");
+    char memory[64];
+    std::snprintf(memory, sizeof memory, "%.1f / %s", double(s.memory_bytes) / kMiB, limit);
+    std::snprintf(line, sizeof line, "%-5zu %-16s %-10s %12.3f %12.3f %22s\n", k, d.name.c_str(), layers.c_str(),
+                  s.compute_seconds * 1e3, s.transfer_seconds * 1e3, memory);
+    out += line;
+  }
+  if (plan.stages.size() > 1 && p.return_token) {
+    std::snprintf(line, sizeof line, "token back to %s: %.3f ms\n", p.devices[size_t(plan.stages[0].device)].name.c_str(),
+                  plan.return_seconds * 1e3);
+    out += line;
+  }
+  std::snprintf(line, sizeof line,
+                "predicted per-token latency %.3f ms (%.2f tokens/s, one sequence); bottleneck %.3f ms (%.2f tokens/s "
+                "pipelined over sequences); objective: %s\n",
+                plan.latency_seconds * 1e3, plan.tokens_per_second(InferObjective::latency), plan.bottleneck_seconds * 1e3,
+                plan.tokens_per_second(InferObjective::throughput), to_string(p.objective));
+  out += line;
+  return out;
+}
+
+std::string stage_plan_json(const InferProblem& p, const InferPlan& plan) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (const auto& r : plan.ranges(p)) stages.push_back({{"layers", {r.layer_begin, r.layer_end}}, {"device", r.device}});
+  return nlohmann::json{{"stages", stages}}.dump(2) + "\n";
 }
 
 const char* to_string(InferObjective objective) {

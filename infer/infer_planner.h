@@ -134,6 +134,14 @@ InferPlan solve(const InferProblem& problem);
 /// The same by evaluating every plan (the reference for solve; ties go to the first found).
 InferPlan brute_force(const InferProblem& problem);
 
+/// The plan as a table: a row per stage (device, layers, compute and incoming transfer ms per token,
+/// memory MB against the device's limit), then the predicted per-token latency and throughput.
+std::string plan_table(const InferProblem& problem, const InferPlan& plan);
+
+/// The plan in compress/stage_plan.h's JSON ({"stages":[{"layers":[b,e],"device":"NAME"}, ...]}),
+/// which `fedsplit export gguf --plan` reads.
+std::string stage_plan_json(const InferProblem& problem, const InferPlan& plan);
+
 const char* to_string(InferObjective objective);
 /// "latency" or "throughput"; ConfigError naming `key` otherwise.
 InferObjective parse_objective(const std::string& text, const std::string& key);

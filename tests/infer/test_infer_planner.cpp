@@ -279,5 +279,26 @@ TEST(InferPlanner, EightDevicesThirtyTwoLayersSolves) {
   EXPECT_GT(plan.stages.size(), 1u);
 }
 
+TEST(InferPlanner, TableAndStagePlanJson) {
+  InferProblem p = two_devices();
+  p.first_device = 0;
+  p.return_token = true;
+  p.devices[0].memory_bytes = 130 * kMiB;
+  const InferPlan plan = solve(p);
+  const std::string table = plan_table(p, plan);
+  EXPECT_NE(table.find("1     B                [1, 2)"), std::string::npos) << table;
+  EXPECT_NE(table.find("125.0 / 130.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("127.0 / unlimited"), std::string::npos) << table;
+  EXPECT_NE(table.find("per-token latency 2270.004 ms"), std::string::npos) << table;
+  // What export's --plan reads back: the same ranges and device names.
+  const auto ranges = parse_stage_plan(stage_plan_json(p, plan), 2, "plan.json");
+  ASSERT_EQ(ranges.size(), 2u);
+  EXPECT_EQ(ranges[0].layer_begin, 0);
+  EXPECT_EQ(ranges[0].layer_end, 1);
+  EXPECT_EQ(ranges[0].device, "A");
+  EXPECT_EQ(ranges[1].layer_end, 2);
+  EXPECT_EQ(ranges[1].device, "B");
+}
+
 }  // namespace
 }  // namespace fedsplit
