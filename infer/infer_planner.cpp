@@ -442,9 +442,14 @@ std::string plan_table(const InferProblem& p, const InferPlan& plan) {
 }
 
 std::string stage_plan_json(const InferProblem& p, const InferPlan& plan) {
-  nlohmann::json stages = nlohmann::json::array();
-  for (const auto& r : plan.ranges(p)) stages.push_back({{"layers", {r.layer_begin, r.layer_end}}, {"device", r.device}});
-  return nlohmann::json{{"stages", stages}}.dump(2) + "\n";
+  // One stage a line, for people reading or editing the file; the names go through the JSON writer
+  // for escaping.
+  std::string out = "{\"stages\": [\n";
+  const auto ranges = plan.ranges(p);
+  for (size_t k = 0; k < ranges.size(); ++k)
+    out += "  {\"layers\": [" + std::to_string(ranges[k].layer_begin) + ", " + std::to_string(ranges[k].layer_end) +
+           "], \"device\": " + nlohmann::json(ranges[k].device).dump() + "}" + (k + 1 < ranges.size() ? ",\n" : "\n");
+  return out + "]}\n";
 }
 
 const char* to_string(InferObjective objective) {
