@@ -32,6 +32,7 @@ InferProblem random_problem(std::mt19937& rng, int devices, int layers, bool fir
   p.head_seconds = uniform(0, 0.02);
   p.embed_weight_bytes = integer(0, 50);
   p.head_weight_bytes = integer(0, 50);
+  p.head_copy_bytes = integer(0, 1) == 0 ? 0 : integer(0, 50);
   p.activation_bytes = integer(1000, 100000);
   p.context = integer(0, 8);
   p.sequences = integer(1, 3);

@@ -79,6 +79,8 @@ EngineProfile profile_engine(const std::string& path, const EngineProfileOptions
   p.head_seconds = median(head_times);
   p.embed_weight_bytes = stage.embed_weight_bytes();
   p.head_weight_bytes = stage.head_weight_bytes();
+  // A tied one-stage file has no output.weight; a pipeline export gives the last stage a copy.
+  p.head_copy_bytes = config.tie_embeddings ? p.embed_weight_bytes : 0;
   p.activation_bytes = config.hidden_size * int64_t(sizeof(float));
   return p;
 }
@@ -108,6 +110,9 @@ std::string EngineProfile::table() const {
   }
   row("head", head_seconds, head_weight_bytes, 0);
   row("total", total_seconds, total_bytes, total_kv);
+  if (head_copy_bytes > 0)
+    out << "(tied embeddings: a last stage other than the first also holds a " << head_copy_bytes / 1024
+        << " KB copy of the embedding as its head)\n";
   return out.str();
 }
 
@@ -119,6 +124,7 @@ InferProblem infer_problem(const EngineProfile& profile, const InferDevicesFile&
   p.head_seconds = profile.head_seconds;
   p.embed_weight_bytes = profile.embed_weight_bytes;
   p.head_weight_bytes = profile.head_weight_bytes;
+  p.head_copy_bytes = profile.head_copy_bytes;
   p.activation_bytes = profile.activation_bytes;
   p.context = context > 0 ? context : profile.max_position;
   p.sequences = sequences;

@@ -34,6 +34,9 @@ struct EngineProfile {
   double head_seconds = 0;
   int64_t embed_weight_bytes = 0;
   int64_t head_weight_bytes = 0;
+  int64_t head_copy_bytes = 0;         ///< tied embeddings: the head's own copy in a later stage
+                                       ///< (estimated as the embedding's bytes; export writes it
+                                       ///< as Q8_0 where the model is Q4_0, so a little more there)
   int64_t activation_bytes = 0;        ///< one token's hidden state between stages (fp32)
 
   /// The per-layer table `plan infer` prints (ms per token, weights MB, cache KB per token).

@@ -61,6 +61,7 @@ int64_t stage_memory(const InferProblem& p, const Prefix& pre, int64_t b, int64_
               (pre.kv[size_t(e)] - pre.kv[size_t(b)]) * p.context * p.sequences;
   if (b == 0) m += p.embed_weight_bytes;
   if (e == num_layers(p)) m += p.head_weight_bytes;
+  if (e == num_layers(p) && b > 0) m += p.head_copy_bytes;
   return m;
 }
 
@@ -274,7 +275,8 @@ void validate(const InferProblem& p) {
   }
   check_finite(p.embed_seconds, "embed seconds");
   check_finite(p.head_seconds, "head seconds");
-  if (p.embed_weight_bytes < 0 || p.head_weight_bytes < 0 || p.activation_bytes < 0 || p.token_bytes < 0)
+  if (p.embed_weight_bytes < 0 || p.head_weight_bytes < 0 || p.head_copy_bytes < 0 || p.activation_bytes < 0 ||
+      p.token_bytes < 0)
     throw ConfigError("inference planner: negative embed/head/activation/token bytes");
   check_link(p.default_link, "[link]");
   std::set<std::pair<int, int>> pairs;

@@ -13,7 +13,8 @@
 //               message (bytes * 8 / (mbps * 1e6) + latency_ms / 1000; 0 mbps = unlimited); and
 //               when K > 1 and return_token, the sampled token (token_bytes) from the last stage
 //               back to stage 0's device, which embeds it for the next step.
-//   memory    = weights of its layers [+ embed] [+ head]
+//   memory    = weights of its layers [+ embed] [+ head] [+ a tied head's copy of the embedding
+//               when the last stage is not stage 0]
 //               + kv_bytes_per_token of its layers * context * sequences
 //               (must be <= memory_bytes; 0 = unlimited)
 //   objective latency    = sum of every compute and transfer (one token's round trip)
@@ -68,6 +69,8 @@ struct InferProblem {
   int64_t embed_weight_bytes = 0;
   double head_seconds = 0;             ///< final norm and head (with the last stage)
   int64_t head_weight_bytes = 0;
+  int64_t head_copy_bytes = 0;         ///< a model whose head is its embedding (tied): the copy of the
+                                       ///< embedding that the last stage holds when it is not stage 0
   int64_t activation_bytes = 0;        ///< hidden state of one token, sent between stages
   bool return_token = true;            ///< model the sampled token's trip back to stage 0
   int64_t token_bytes = 4;             ///< its size

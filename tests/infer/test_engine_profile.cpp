@@ -60,6 +60,7 @@ TEST(EngineProfile, TimesEveryLayerAndCountsTheFilesBytes) {
   EXPECT_EQ(p.embed_weight_bytes, tensor_bytes(file, "token_embd."));
   EXPECT_GE(p.head_weight_bytes, tensor_bytes(file, "output_norm."));
   EXPECT_EQ(p.activation_bytes, 64 * 4);
+  EXPECT_EQ(p.head_copy_bytes, c.tie_embeddings ? p.embed_weight_bytes : 0);
   const std::string table = p.table();
   EXPECT_NE(table.find("block 2"), std::string::npos) << table;
   EXPECT_NE(table.find("total"), std::string::npos) << table;

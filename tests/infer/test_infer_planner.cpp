@@ -78,6 +78,17 @@ TEST(InferPlanner, HandCheckedMemoryForcesASplitAndTheTokenReturns) {
   EXPECT_EQ(ranges[1].device, "B");
 }
 
+TEST(InferPlanner, TiedHeadCopyCountsOnlyOnALaterLastStage) {
+  InferProblem p = two_devices();
+  p.first_device = 0;
+  p.head_copy_bytes = 3 * kMiB;
+  p.devices[0].memory_bytes = 130 * kMiB;
+  InferPlan plan = solve(p);
+  ASSERT_EQ(plan.stages.size(), 2u);
+  EXPECT_EQ(plan.stages[1].memory_bytes, (127 + 3) * kMiB);
+  EXPECT_EQ(evaluate(p, {{0, 0, 2}}).stages[0].memory_bytes, 252 * kMiB);  // one stage: no copy
+}
+
 TEST(InferPlanner, HandCheckedThroughput) {
   InferProblem p = two_devices();
   p.first_device = 0;
@@ -151,6 +162,7 @@ InferProblem random_problem(std::mt19937& rng) {
   p.head_seconds = uniform(0, 0.02);
   p.embed_weight_bytes = integer(0, 50);
   p.head_weight_bytes = integer(0, 50);
+  p.head_copy_bytes = integer(0, 1) == 0 ? 0 : integer(0, 50);
   p.activation_bytes = integer(1000, 100000);
   p.return_token = integer(0, 1) == 1;
   p.context = integer(0, 8);
