@@ -1,8 +1,11 @@
 set(INFER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/batch_generate.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/engine_profile.cpp
   ${CMAKE_CURRENT_LIST_DIR}/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_runner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_stage.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/infer_devices.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/infer_planner.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pipeline.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pipeline_session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pipeline_shards.cpp

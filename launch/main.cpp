@@ -20,6 +20,7 @@ commands:
   peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
   report RUN_DIR [--out FILE]                         an HTML page of a run's charts and tables
   plan split --model M --profile devices.ini          profile a model and pick the split-learning cut
+  plan infer --model M.gguf --devices devices.ini [--out plan.json]   spread a GGUF model's layers over devices
   export gguf --model M --quant Q --out DIR [--stages N | --plan P] [--adapter A]
                                                       GGUF (f32|f16|q8_0|q4_0) for llama.cpp, one shard per stage
   export hf --model M --out DIR [--adapter A]         a HF model directory (M may be a .gguf export)
