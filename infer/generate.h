@@ -1,5 +1,6 @@
-// Text generation with a GgufRunner: the prompt in one pass, then one token at a time from the KV
-// cache, each chosen by a Sampler, until max_tokens or an end-of-sequence id.
+// Text generation with a CausalLm (a GgufRunner, the pipeline's driver): the prompt in one pass,
+// then one token at a time from the KV cache, each chosen by a Sampler, until max_tokens or an
+// end-of-sequence id.
 #pragma once
 #include <cstdint>
 #include <functional>

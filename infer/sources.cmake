@@ -10,7 +10,8 @@ set(INFER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/pipeline_session.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pipeline_shards.cpp
   ${CMAKE_CURRENT_LIST_DIR}/quant_kernels.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/sampling.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/speculative.cpp)
 # x86-64 only: compiled with -mavx2 -mfma -mf16c and chosen at run time (see CMakeLists.txt).
 set(INFER_AVX2_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/quant_kernels_avx2.cpp)
