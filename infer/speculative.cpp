@@ -64,15 +64,19 @@ void check_context(const CausalLm& model, const std::string& which, int64_t prom
 
 }  // namespace
 
-SpeculativeGeneration speculative_generate(CausalLm& target, CausalLm& draft, const std::vector<int64_t>& prompt,
-                                           const GenerateOptions& options, int64_t draft_tokens,
-                                           const std::function<void(int64_t)>& on_token) {
+void check_draft(const CausalLm& target, const CausalLm& draft, int64_t draft_tokens) {
   if (draft_tokens < 1) throw ConfigError("--draft-tokens must be at least 1, got " + std::to_string(draft_tokens));
   const int64_t vocab = target.config().vocab_size;
   if (draft.config().vocab_size != vocab)
     throw ConfigError("--draft: the draft model's vocabulary of " + std::to_string(draft.config().vocab_size) +
                       " tokens differs from the target's " + std::to_string(vocab) +
                       ": the draft needs the target's tokenizer");
+}
+
+SpeculativeGeneration speculative_generate(CausalLm& target, CausalLm& draft, const std::vector<int64_t>& prompt,
+                                           const GenerateOptions& options, int64_t draft_tokens,
+                                           const std::function<void(int64_t)>& on_token) {
+  check_draft(target, draft, draft_tokens);
   if (prompt.empty()) throw DataError("the prompt has no tokens");
   check_sampling_options(options.sampling);
   const int64_t prompt_size = static_cast<int64_t>(prompt.size());

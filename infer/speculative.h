@@ -32,13 +32,16 @@ struct SpeculativeGeneration : Generation {
   double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
 };
 
+/// ConfigError unless `draft` can serve `target` with k = `draft_tokens`: the same vocabulary size
+/// (naming --draft and both sizes) and k >= 1 (naming --draft-tokens).
+void check_draft(const CausalLm& target, const CausalLm& draft, int64_t draft_tokens);
+
 /// Generates after `prompt` (non-empty) from empty caches with `target`'s output distribution (the
 /// tokens of generate(target, ...) when greedy), using `draft` to propose `draft_tokens` (k >= 1)
 /// tokens per round; stops at max_tokens or an EOS id of the target like generate(). Draws are
 /// reproducible from options.sampling.seed. On return both caches hold prompt + tokens except the
 /// last of them (target: exactly; draft: at most that), as if the last token were still to be read.
-/// ConfigError (naming --draft / --draft-tokens) when the vocabularies differ or k < 1; DataError
-/// when prompt + max_tokens exceed either context.
+/// check_draft's ConfigError; DataError when prompt + max_tokens exceed either context.
 SpeculativeGeneration speculative_generate(CausalLm& target, CausalLm& draft, const std::vector<int64_t>& prompt,
                                            const GenerateOptions& options, int64_t draft_tokens,
                                            const std::function<void(int64_t)>& on_token = {});

@@ -1,15 +1,19 @@
 // fedsplit generate: text from a GGUF model through the inference engine, for one --prompt
 // (streamed) or a file of prompts, one per line ("-" = standard input, answered line by line: the
-// serving mode), each answered with one JSON line.
+// serving mode), each answered with one JSON line. With --draft, a smaller model of the same
+// vocabulary proposes --draft-tokens tokens a round for speculative decoding (the same tokens when
+// greedy, the same distribution when sampling; infer/speculative.h).
 #include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <iostream>
+#include <memory>
 
 #include "core/util/error.h"
 #include "core/util/fs.h"
 #include "infer/generate.h"
 #include "infer/gguf_runner.h"
+#include "infer/speculative.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
 #include "launch/model_tokenizer.h"
@@ -31,11 +35,26 @@ std::string decode(const Tokenizer& tokenizer, const std::vector<int64_t>& ids) 
   return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
 }
 
+// The model, and the draft that speeds it up when --draft is given.
+struct Engine {
+  GgufRunner& model;
+  GgufRunner* draft = nullptr;
+  int64_t draft_tokens = 0;
+
+  SpeculativeGeneration run(const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                            const std::function<void(int64_t)>& on_token = {}) const {
+    if (draft) return speculative_generate(model, *draft, prompt, options, draft_tokens, on_token);
+    SpeculativeGeneration out;
+    static_cast<Generation&>(out) = generate(model, prompt, options, on_token);
+    return out;
+  }
+};
+
 // One prompt streamed to stdout as its tokens come; speeds to stderr.
-void stream_one(GgufRunner& runner, const Tokenizer& tokenizer, const std::string& prompt, const GenerateOptions& options) {
+void stream_one(const Engine& engine, const Tokenizer& tokenizer, const std::string& prompt, const GenerateOptions& options) {
   std::vector<int64_t> produced;
   std::string printed;
-  const Generation g = generate(runner, encode(tokenizer, prompt), options, [&](int64_t token) {
+  const SpeculativeGeneration g = engine.run(encode(tokenizer, prompt), options, [&](int64_t token) {
     produced.push_back(token);
     const std::string text = decode(tokenizer, produced);
     if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
@@ -47,19 +66,24 @@ void stream_one(GgufRunner& runner, const Tokenizer& tokenizer, const std::strin
   std::cerr << g.prompt_tokens << " prompt tokens at " << g.prompt_tokens / std::max(g.prompt_seconds, 1e-9)
             << " tokens/s, " << g.tokens.size() << " new tokens at " << g.tokens.size() / std::max(g.decode_seconds, 1e-9)
             << " tokens/s\n";
+  if (engine.draft)
+    std::cerr << "draft: " << g.accepted << " of " << g.drafted << " proposed tokens accepted ("
+              << 100 * g.acceptance_rate() << "%, --draft-tokens " << engine.draft_tokens << "), "
+              << g.target_forwards << " model passes for " << g.tokens.size() << " tokens\n";
 }
 
 // Every line of `in` answered with one JSON line, flushed at once.
-void answer_lines(GgufRunner& runner, const Tokenizer& tokenizer, std::istream& in, const GenerateOptions& options) {
+void answer_lines(const Engine& engine, const Tokenizer& tokenizer, std::istream& in, const GenerateOptions& options) {
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
     nlohmann::json out{{"prompt", line}};
     try {
-      const Generation g = generate(runner, encode(tokenizer, line), options);
+      const SpeculativeGeneration g = engine.run(encode(tokenizer, line), options);
       out.update({{"completion", decode(tokenizer, g.tokens)},
                   {"prompt_tokens", g.prompt_tokens},
                   {"new_tokens", g.tokens.size()},
                   {"decode_tokens_per_s", g.tokens.size() / std::max(g.decode_seconds, 1e-9)}});
+      if (engine.draft) out["accepted_fraction"] = g.acceptance_rate();
     } catch (const DataError& e) {
       out["error"] = e.what();  // one bad request does not end the others
     }
@@ -70,12 +94,14 @@ void answer_lines(GgufRunner& runner, const Tokenizer& tokenizer, std::istream& 
 }  // namespace
 
 int generate(const Args& args) {
-  std::string model, tokenizer_path, prompt, prompts;
-  int64_t threads = 2, context = 0;
+  std::string model, draft_model, tokenizer_path, prompt, prompts;
+  int64_t threads = 2, context = 0, draft_tokens = 4;
   GenerateOptions options;
   po::options_description flags("generate");
   flags.add_options()
       ("model", po::value(&model)->required(), "a .gguf file holding every layer (fedsplit export gguf or llama.cpp's)")
+      ("draft", po::value(&draft_model), "a smaller .gguf of the same vocabulary for speculative decoding (e.g. a distilled student)")
+      ("draft-tokens", po::value(&draft_tokens)->default_value(4), "tokens the draft proposes a round (with --draft)")
       ("tokenizer", po::value(&tokenizer_path), "tokenizer file or directory (default: the one beside the model)")
       ("prompt", po::value(&prompt), "the text to continue, streamed to stdout")
       ("prompts", po::value(&prompts), "a file of prompts, one per line, or - for standard input (serving): one JSON line each")
@@ -93,18 +119,28 @@ int generate(const Args& args) {
     throw ConfigError("fedsplit generate: pass --prompt TEXT or --prompts FILE (one of them)");
   if (options.max_tokens < 1) throw ConfigError("--max-tokens must be at least 1");
   check_sampling_options(options.sampling);
+  if (draft_tokens < 1) throw ConfigError("--draft-tokens must be at least 1, got " + std::to_string(draft_tokens));
   if (!path_exists(model)) throw IoError("--model " + model + ": no such file");
+  if (!draft_model.empty() && !path_exists(draft_model)) throw IoError("--draft " + draft_model + ": no such file");
   const auto tokenizer = tokenizer_for_model(model, tokenizer_path);
   torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, threads)));
   GgufRunner runner(model, static_cast<int>(threads), context);
+  std::unique_ptr<GgufRunner> draft;
+  Engine engine{runner};
+  if (!draft_model.empty()) {
+    draft = std::make_unique<GgufRunner>(draft_model, static_cast<int>(threads), context);
+    check_draft(runner, *draft, draft_tokens);
+    engine.draft = draft.get();
+    engine.draft_tokens = draft_tokens;
+  }
   if (!prompt.empty()) {
-    stream_one(runner, *tokenizer, prompt, options);
+    stream_one(engine, *tokenizer, prompt, options);
   } else if (prompts == "-") {
-    answer_lines(runner, *tokenizer, std::cin, options);
+    answer_lines(engine, *tokenizer, std::cin, options);
   } else {
     std::ifstream in(prompts);
     if (!in) throw IoError("--prompts " + prompts + ": cannot read it");
-    answer_lines(runner, *tokenizer, in, options);
+    answer_lines(engine, *tokenizer, in, options);
   }
   return 0;
 }
