@@ -83,7 +83,7 @@ void answer_lines(const Engine& engine, const Tokenizer& tokenizer, std::istream
                   {"prompt_tokens", g.prompt_tokens},
                   {"new_tokens", g.tokens.size()},
                   {"decode_tokens_per_s", g.tokens.size() / std::max(g.decode_seconds, 1e-9)}});
-      if (engine.draft) out["accepted_fraction"] = g.acceptance_rate();
+      if (engine.draft) out.update({{"accepted_fraction", g.acceptance_rate()}, {"drafted", g.drafted}, {"accepted", g.accepted}});
     } catch (const DataError& e) {
       out["error"] = e.what();  // one bad request does not end the others
     }
