@@ -5,8 +5,11 @@
 //   - sampled: the law of the first 3 tokens is the target's. Fake models with 6 tokens whose logits
 //     are a function of the history (so a cache left wrong by a rollback changes them) are run with
 //     20000 seeds; every sequence's frequency f must be within 5 standard errors of its exact
-//     probability p, |f - p| <= 5 sqrt(p (1 - p) / N) (p = 0: never seen). The draft's own law is
-//     shown to miss that bound by far, so keeping every proposal would fail;
+//     probability p, |f - p| <= 5 sqrt(p (1 - p) / N) (p = 0: never seen). Measured: the largest
+//     deviation over the 216 sequences is 2.9, 3.8 and 1.3 standard errors in the three cases; the
+//     draft's own law is thousands away (asserted > 20), and mutants fail: keeping every proposal
+//     gives 450-550 (inf with top-k/top-p), drawing a rejection's token from p instead of the
+//     residual 26-35;
 //   - the caches after a run: the target holds prompt + tokens but the last, the draft at most that,
 //     and both continue with the logits of a fresh pass over the whole sequence;
 //   - refused: vocabularies that differ, k < 1, a draft context too small.
