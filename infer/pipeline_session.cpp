@@ -21,10 +21,17 @@ torch::Device device_for_rank(const std::string& device, int rank) {
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(rank % count));
 }
 
+int64_t stage_weight_bytes(const GgufStage& stage) {
+  int64_t bytes = stage.embed_weight_bytes() + stage.head_weight_bytes();
+  for (int64_t l = stage.layer_begin(); l < stage.layer_end(); ++l) bytes += stage.layer_weight_bytes(l);
+  return bytes;
+}
+
 std::string describe(const GgufStage& stage, int rank) {
   std::ostringstream line;
   line << "rank " << rank << ": stage " << stage.identity().stage << " of " << stage.identity().stage_count
-       << ", blocks [" << stage.layer_begin() << ", " << stage.layer_end() << "), peak resident "
+       << ", blocks [" << stage.layer_begin() << ", " << stage.layer_end() << "), weights "
+       << stage_weight_bytes(stage) / (1 << 20) << " MB, peak resident "
        << peak_host_memory_bytes() / (1 << 20) << " MB";
   return line.str();
 }

@@ -1,5 +1,6 @@
 #include "launch/line_reader.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
 
@@ -9,6 +10,14 @@
 #include "core/util/error.h"
 
 namespace fedsplit::cli {
+
+LineReader::LineReader(const std::string& path, const std::string& flag) : fd_(::open(path.c_str(), O_RDONLY)), owned_(true) {
+  if (fd_ < 0) throw IoError(flag + " " + path + ": cannot read it (" + std::strerror(errno) + ")");
+}
+
+LineReader::~LineReader() {
+  if (owned_) ::close(fd_);
+}
 
 std::optional<std::string> LineReader::next(int timeout_ms) {
   for (;;) {

@@ -7,19 +7,15 @@
 #include <map>
 
 #include "core/util/error.h"
+#include "core/comm/world.h"
 #include "infer/batch_generate.h"
+#include "infer/pipeline_session.h"
+#include "launch/model_tokenizer.h"
 
 namespace fedsplit::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::vector<int64_t> encode_prompt(const Tokenizer& tokenizer, const std::string& text) {
-  std::vector<int64_t> out;
-  if (tokenizer.bos_id() >= 0) out.push_back(tokenizer.bos_id());
-  for (const auto id : tokenizer.encode(text)) out.push_back(id);
-  return out;
-}
 
 // The prompt and options of one request line; DataError naming the key for a malformed one.
 std::pair<std::string, GenerateOptions> parse_request(const std::string& line, GenerateOptions options) {
@@ -30,9 +26,10 @@ std::pair<std::string, GenerateOptions> parse_request(const std::string& line, G
   } catch (const nlohmann::json::exception&) {
     throw DataError("the request starts with '{' but is not JSON: send a plain prompt or a JSON object");
   }
+  if (!j.is_object()) throw DataError("the request is JSON but not an object: send {\"prompt\": ...}");
   std::string prompt;
-  try {
-    for (const auto& [key, value] : j.items()) {
+  for (const auto& [key, value] : j.items()) {
+    try {
       if (key == "prompt") prompt = value.get<std::string>();
       else if (key == "max_tokens") options.max_tokens = value.get<int64_t>();
       else if (key == "temperature") options.sampling.temperature = value.get<double>();
@@ -43,9 +40,9 @@ std::pair<std::string, GenerateOptions> parse_request(const std::string& line, G
       else
         throw DataError("unknown key '" + key +
                         "' in the request: use prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed");
+    } catch (const nlohmann::json::exception&) {
+      throw DataError("\"" + key + "\" in the request has the wrong type (" + value.dump() + ")");
     }
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(std::string("a request value has the wrong type (") + e.what() + ")");
   }
   if (prompt.empty()) throw DataError("the request has no \"prompt\"");
   if (options.max_tokens < 1) throw DataError("\"max_tokens\" must be at least 1");
@@ -71,6 +68,34 @@ class InOrderPrinter {
 
 }  // namespace
 
+void add_pipeline_flags(boost::program_options::options_description& flags, PipelineFlags& v) {
+  namespace po = boost::program_options;
+  flags.add_options()
+      ("threads", po::value(&v.threads)->default_value(v.threads), "CPU threads (per rank)")
+      ("context", po::value(&v.context)->default_value(v.context), "KV cache positions per sequence (0 = the model's)")
+      ("device", po::value(&v.device)->default_value(v.device), "cpu, or cuda (under mpirun, rank r on CUDA device r)")
+      ("micro-batches", po::value(&v.micro_batches)->default_value(v.micro_batches),
+       "with a manifest: sequences in flight at once (each stage keeps a KV cache per sequence)")
+      ("timeout", po::value(&v.timeout_s)->default_value(v.timeout_s),
+       "with a manifest: seconds a rank waits for another before failing")
+      ("no-verify", po::bool_switch(&v.no_verify), "with a manifest: skip the BLAKE2b check of the shards");
+}
+
+std::unique_ptr<Pipeline> open_pipeline_for(const std::string& manifest, const PipelineFlags& flags) {
+  if (flags.micro_batches < 1) throw ConfigError("--micro-batches must be at least 1");
+  if (!(flags.timeout_s > 0)) throw ConfigError("--timeout must be a positive number of seconds");
+  CommOptions comm;
+  comm.backend = flags.device == "cuda" ? "auto" : "gloo";
+  comm.timeout_s = flags.timeout_s;
+  PipelineOptions options;
+  options.stage.threads = static_cast<int>(std::max<int64_t>(1, flags.threads));
+  options.stage.context = flags.context;
+  options.stage.slots = flags.micro_batches;
+  options.device = flags.device;
+  options.verify_hash = !flags.no_verify;
+  return open_pipeline(manifest, options, World::create(comm));
+}
+
 int64_t answer_requests(Pipeline& pipeline, const Tokenizer& tokenizer, LineReader& input,
                         const GenerateOptions& defaults, double heartbeat_s) {
   BatchGenerator generator(pipeline);
@@ -91,7 +116,7 @@ int64_t answer_requests(Pipeline& pipeline, const Tokenizer& tokenizer, LineRead
         options.sampling.seed = defaults.sampling.seed + static_cast<uint64_t>(id);
         auto [prompt, request_options] = parse_request(*line, options);
         prompts[id] = prompt;
-        generator.add({id, encode_prompt(tokenizer, prompt), request_options});
+        generator.add({id, prompt_ids(tokenizer, prompt), request_options});
       } catch (const DataError& e) {
         printer.put(id, {{"id", id}, {"error", e.what()}});
       }
