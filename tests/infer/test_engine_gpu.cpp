@@ -70,11 +70,16 @@ TEST(EngineGpu, NcclRanksServeAsTheCpu) {
   TempDir dir("engine_gpu_nccl");
   const std::string manifest = export_model(dir / "staged", 2, GgufQuant::f32, 1000) + "/manifest.json";
   fedsplit::testing::write_text(dir / "prompts.txt", "{\"prompt\": \"a\"}\n");
-  // The tiny model (vocabulary 1000) has no tokenizer of its own: the fixture's has 1000 pieces.
-  const std::string tokenizer = fedsplit::testing::fixtures() + "/hf-tiny/tokenizers/spm-bpe.model";
+  // A tokenizer of its own (the fixtures do not travel to GPU machines), within the model's 1000 ids.
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "the pipeline sends activations from stage to stage number " + std::to_string(i) + "\n";
+  fedsplit::testing::write_text(dir / "corpus.txt", text);
+  const auto trained = fedsplit::testing::run_fedsplit("tokenizer train --corpus " + (dir / "corpus.txt") + " --vocab-size 300 --out " + (dir / "tok"));
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const std::string tokenizer = dir / "tok.model";
   const std::string serve = std::string("'") + FEDSPLIT_BINARY + "' serve --manifest " + manifest + " --tokenizer " +
                             tokenizer + " --max-tokens 8 < " + (dir / "prompts.txt");
-  const auto cpu = fedsplit::testing::run_command(serve + " 2>/dev/null");
+  const auto cpu = fedsplit::testing::run_command(serve + " 2>&1");
   const auto nccl = fedsplit::testing::run_command(
       "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH " + serve +
       " --device cuda 2>/dev/null");
