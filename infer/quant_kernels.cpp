@@ -5,11 +5,11 @@
 #include <cmath>
 #include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/util/error.h"
 #include "infer/quant_kernels_impl.h"
+#include "infer/thread_pool.h"
 
 namespace fedsplit {
 namespace quant_detail {
@@ -155,37 +155,13 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
     quantize_activation(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
 
   const RowDot dot = pick_dot(w.type);
-  // Threads only pay off past ~64K multiply-adds; never more threads than rows.
+  // Threads only pay off past ~64K multiply-adds. The pool splits the rows of W; each output is
+  // still one dot call, so the split does not change any result.
   constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
-  int64_t nthreads = std::max(1, threads);
-  if (w.rows * w.cols * batch < kMinWorkForThreads) nthreads = 1;
-  nthreads = std::min(nthreads, w.rows);
-  if (nthreads == 1) {
-    run_rows(w, dot, 0, w.rows, xs.data(), xq.data(), batch, y);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nthreads - 1));
-  const int64_t per = w.rows / nthreads;
-  const int64_t extra = w.rows % nthreads;
-  int64_t r0 = 0;
-  int64_t first_r1 = 0;
-  try {
-    for (int64_t t = 0; t < nthreads; ++t) {
-      const int64_t r1 = r0 + per + (t < extra ? 1 : 0);
-      if (t == 0) {
-        first_r1 = r1;  // the calling thread takes the first range
-      } else {
-        pool.emplace_back(run_rows, std::cref(w), dot, r0, r1, xs.data(), xq.data(), batch, y);
-      }
-      r0 = r1;
-    }
-  } catch (...) {  // a thread could not start: let the started ones finish, then report
-    for (auto& th : pool) th.join();
-    throw;
-  }
-  run_rows(w, dot, 0, first_r1, xs.data(), xq.data(), batch, y);
-  for (auto& th : pool) th.join();
+  const int nthreads = w.rows * w.cols * batch < kMinWorkForThreads ? 1 : threads;
+  parallel_for(nthreads, w.rows, [&](int64_t r0, int64_t r1) {
+    run_rows(w, dot, r0, r1, xs.data(), xq.data(), batch, y);
+  });
 }
 
 void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {

@@ -7,11 +7,14 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "compress/gguf_quant.h"
 #include "core/util/error.h"
 #include "infer/quant_kernels.h"
+#include "infer/thread_pool.h"
 #include "tests/test_support.h"
 
 namespace fedsplit {
@@ -228,6 +231,96 @@ TEST(QuantKernels, RejectsUnsupportedTypesAndShapes) {
   // Empty products are fine and write nothing.
   quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 0, 32}, x.data(), y.data(), 4);
   quant_matmul(QuantMatrix{GgmlType::Q8_0, bytes.data(), 2, 32}, x.data(), 0, y.data(), 4);
+}
+
+TEST(QuantKernels, ManyPooledCallsGiveIdenticalResults) {
+  // The persistent pool is reused across hundreds of small regions (as in a decode step) and
+  // across thread counts; every call must match the single-threaded one bit for bit.
+  for (GgmlType type : kTypes) {
+    const Matrix m(type, {384, 384}, 400);
+    const auto x = random_values(384, 401);
+    const auto want = matvec(m.view, x, 1);
+    for (int call = 0; call < 300; ++call) {
+      const int threads = 1 + call % 3;
+      const auto got = matvec(m.view, x, threads);
+      ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+          << "call " << call << ", threads " << threads;
+    }
+  }
+}
+
+TEST(QuantKernels, ConcurrentCallersGiveIdenticalResults) {
+  // Two callers (as pipeline ranks running as threads) share the pool: one gets it, the other
+  // runs inline; both must get the single-threaded results.
+  const Matrix a(GgmlType::Q8_0, {256, 512}, 500);
+  const Matrix b(GgmlType::Q4_0, {300, 256}, 501);
+  const auto xa = random_values(512, 502);
+  const auto xb = random_values(256, 503);
+  const auto want_a = matvec(a.view, xa, 1);
+  const auto want_b = matvec(b.view, xb, 1);
+  int bad_a = 0;
+  int bad_b = 0;
+  auto loop = [](const Matrix& m, const std::vector<float>& x, const std::vector<float>& want, int* bad) {
+    for (int call = 0; call < 200; ++call) {
+      const auto got = matvec(m.view, x, 2 + call % 2);
+      if (std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) != 0) ++*bad;
+    }
+  };
+  std::thread ta(loop, std::cref(a), std::cref(xa), std::cref(want_a), &bad_a);
+  std::thread tb(loop, std::cref(b), std::cref(xb), std::cref(want_b), &bad_b);
+  ta.join();
+  tb.join();
+  EXPECT_EQ(bad_a, 0);
+  EXPECT_EQ(bad_b, 0);
+}
+
+TEST(ThreadPool, CoversEveryIndexOnceInFixedChunks) {
+  for (int threads : {1, 2, 3, 5}) {
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      std::vector<int> hits(static_cast<size_t>(n), 0);
+      std::vector<int64_t> chunk_of(static_cast<size_t>(n), -1);
+      parallel_for(threads, n, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          ++hits[i];
+          chunk_of[i] = begin;
+        }
+      });
+      const int64_t chunks = std::min<int64_t>(std::max(threads, 1), n);
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(hits[i], 1) << threads << " " << n << " " << i;
+        // Index i lies in chunk c = the last c with c * n / chunks <= i.
+        int64_t c = chunks - 1;
+        while (c * n / chunks > i) --c;
+        EXPECT_EQ(chunk_of[i], c * n / chunks) << threads << " " << n << " " << i;
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, RethrowsAChunksExceptionAndStaysUsable) {
+  EXPECT_THROW(parallel_for(2, 10,
+                            [](int64_t begin, int64_t) {
+                              if (begin > 0) throw std::runtime_error("chunk failed");
+                            }),
+               std::runtime_error);
+  int64_t sum = 0;
+  std::vector<int64_t> parts(2, 0);
+  parallel_for(2, 100, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) parts[begin == 0 ? 0 : 1] += i;
+  });
+  sum = parts[0] + parts[1];
+  EXPECT_EQ(sum, 4950);
+}
+
+TEST(ThreadPool, NestedRegionsRunInline) {
+  std::vector<int> hits(64, 0);
+  parallel_for(2, 4, [&](int64_t b0, int64_t e0) {
+    for (int64_t o = b0; o < e0; ++o)
+      parallel_for(2, 16, [&](int64_t b1, int64_t e1) {
+        for (int64_t i = b1; i < e1; ++i) ++hits[o * 16 + i];
+      });
+  });
+  for (int h : hits) EXPECT_EQ(h, 1);
 }
 
 }  // namespace
