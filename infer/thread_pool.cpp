@@ -29,8 +29,12 @@ void cpu_relax() {
 // How long an idle worker polls for the next region before sleeping: long enough to cover the
 // serial ops between the products of one decode step, short enough not to burn a core for long.
 constexpr auto kSpin = std::chrono::microseconds(200);
+constexpr int kPauseSpins = 256;
 // Never more pool threads than this, whatever callers ask for.
 constexpr int kMaxWorkers = 63;
+// Chunks are handed out one at a time, so a thread that falls behind (another process took its
+// core) leaves the rest to the others.
+constexpr int kChunksPerThread = 4;
 
 int64_t chunk_begin(int64_t c, int64_t n, int64_t chunks) { return c * n / chunks; }
 
@@ -38,12 +42,12 @@ class Pool {
  public:
   void run(int threads, int64_t n, const Body& body) {
     std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    const int64_t chunks = std::min<int64_t>(std::min(threads, kMaxWorkers + 1), n);
+    const int64_t chunks = std::min<int64_t>(int64_t{kChunksPerThread} * std::min(threads, kMaxWorkers + 1), n);
     if (!busy.owns_lock() || chunks <= 1) {  // nested or concurrent region: the same chunks inline
       for (int64_t c = 0; c < chunks; ++c) body(chunk_begin(c, n, chunks), chunk_begin(c + 1, n, chunks));
       return;
     }
-    const int helpers = static_cast<int>(chunks) - 1;
+    const int helpers = static_cast<int>(std::min<int64_t>(std::min(threads, kMaxWorkers + 1), chunks)) - 1;
     grow(helpers);
 
     body_ = &body;
@@ -52,8 +56,8 @@ class Pool {
     next_chunk_.store(0, std::memory_order_relaxed);
     helpers_left_.store(helpers, std::memory_order_relaxed);
     error_ = nullptr;
-    const uint64_t job = ++job_counter_;
-    for (int i = 0; i < helpers; ++i) slots_[i]->job.store(job, std::memory_order_seq_cst);
+    const uint64_t posted = ++job_counter_ << 2 | kPosted;
+    for (int i = 0; i < helpers; ++i) slots_[i]->state.store(posted, std::memory_order_seq_cst);
     // Pairs with the worker's sleepers_ increment (both seq_cst): either it sees the new job or we
     // see it asleep and wake it.
     if (sleepers_.load(std::memory_order_seq_cst) > 0) {
@@ -62,7 +66,14 @@ class Pool {
     }
 
     take_chunks();
-    // The helpers must be done with body_ and the job fields before the next region reuses them.
+    // A helper that has not claimed the region yet (asleep, or descheduled on a busy machine) is
+    // told not to join, so the caller never waits for a thread that did no work.
+    for (int i = 0; i < helpers; ++i) {
+      uint64_t expected = posted;
+      if (slots_[i]->state.compare_exchange_strong(expected, (posted & ~kStateMask) | kCancelled))
+        helpers_left_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    // The helpers that joined must be done with body_ and the job fields before the next region.
     for (int spins = 0; helpers_left_.load(std::memory_order_acquire) > 0; ++spins) {
       if (spins < 4096) cpu_relax();
       else std::this_thread::yield();
@@ -71,8 +82,10 @@ class Pool {
   }
 
  private:
+  // A worker's slot holds (region number << 2) | state for the latest region it was asked to join.
+  static constexpr uint64_t kPosted = 0, kClaimed = 1, kCancelled = 2, kStateMask = 3;
   struct alignas(64) Slot {
-    std::atomic<uint64_t> job{0};  // the latest region this worker is asked to join
+    std::atomic<uint64_t> state{0};
   };
 
   void grow(int helpers) {
@@ -103,22 +116,29 @@ class Pool {
   }
 
   void worker_loop(Slot& slot) {
-    uint64_t seen = 0;
+    uint64_t seen = 0;  // the last region number this worker looked at
     for (;;) {
-      uint64_t job = slot.job.load(std::memory_order_acquire);
+      uint64_t state = slot.state.load(std::memory_order_acquire);
       const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-      for (int i = 0; job == seen; ++i) {
-        cpu_relax();
-        job = slot.job.load(std::memory_order_acquire);
+      for (int i = 0; state >> 2 == seen; ++i) {
+        // Past the first few microseconds, yield between polls: on an idle machine that costs little,
+        // and on a busy one the core goes to whoever needs it instead of to our polling.
+        if (i < kPauseSpins) cpu_relax();
+        else std::this_thread::yield();
+        state = slot.state.load(std::memory_order_acquire);
         if ((i & 63) == 63 && std::chrono::steady_clock::now() > spin_until) break;
       }
-      if (job == seen) {
+      if (state >> 2 == seen) {
         std::unique_lock<std::mutex> lock(sleep_mutex_);
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
-        wake_.wait(lock, [&] { return (job = slot.job.load(std::memory_order_seq_cst)) != seen; });
+        wake_.wait(lock, [&] { return (state = slot.state.load(std::memory_order_seq_cst)) >> 2 != seen; });
         sleepers_.fetch_sub(1, std::memory_order_relaxed);
       }
-      seen = job;
+      seen = state >> 2;
+      // Claim the region unless the caller already finished it and cancelled us.
+      if ((state & kStateMask) != kPosted ||
+          !slot.state.compare_exchange_strong(state, (state & ~kStateMask) | kClaimed, std::memory_order_acq_rel))
+        continue;
       take_chunks();
       helpers_left_.fetch_sub(1, std::memory_order_release);
     }

@@ -10,9 +10,9 @@
 
 namespace fedsplit {
 
-/// Calls body(begin, end) on the consecutive chunks of [0, n), split into min(threads, n) chunks
-/// of near-equal size (chunk c is [c * n / k, (c + 1) * n / k)); the chunks depend only on
-/// `threads` and `n`, never on which thread runs them. The calling thread runs chunks too and
+/// Calls body(begin, end) on the consecutive chunks of [0, n), split into k = min(4 * threads, n)
+/// chunks of near-equal size (chunk c is [c * n / k, (c + 1) * n / k)), handed out one at a time to
+/// `threads` threads; the chunks depend only on `threads` and `n`, never on which thread runs them. The calling thread runs chunks too and
 /// returns when all are done. threads <= 1 (or n <= 1) runs body(0, n) inline. One region uses the
 /// pool at a time: a call made while another thread's region holds it (or from inside a body) runs
 /// its chunks inline, in order, so results stay the same. The first exception thrown by a chunk is
