@@ -78,6 +78,14 @@ bool cpu_has_avx2() {
 
 bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
 
+// The batched dots where a kernel has them; null means "call the RowDot per activation row".
+RowDot4 pick_dot4(GgmlType type) {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2()) return type == GgmlType::Q8_0 ? dot4_q8_0_avx2 : dot4_q4_0_avx2;
+#endif
+  return nullptr;
+}
+
 RowDot pick_dot(GgmlType type) {
 #if defined(FEDSPLIT_AVX2_KERNELS)
   if (use_avx2()) return type == GgmlType::Q8_0 ? dot_q8_0_avx2 : dot_q4_0_avx2;
@@ -126,15 +134,23 @@ void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* co
 }
 
 // Rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that a tile of
-// W stays in cache across the batch. y[n * rows + r].
-void run_rows(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs,
+// W stays in cache across the batch; four activation rows at a time where `dot4` exists. Every
+// output is the same arithmetic either way. y[n * rows + r].
+void run_rows(const QuantMatrix& w, RowDot dot, RowDot4 dot4, int64_t r0, int64_t r1, const float* xs,
               const int8_t* xq, int64_t batch, float* y) {
   constexpr int64_t kRowTile = 16;
   const int64_t blocks = w.cols / kBlock;
   const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(r1, t0 + kRowTile);
-    for (int64_t n = 0; n < batch; ++n) {
+    int64_t n = 0;
+    if (dot4 != nullptr) {
+      for (; n + 4 <= batch; n += 4)
+        for (int64_t r = t0; r < t1; ++r)
+          dot4(w.data + r * row_bytes, xs + n * blocks, blocks, xq + n * w.cols, w.cols, blocks,
+               y + n * w.rows + r, w.rows);
+    }
+    for (; n < batch; ++n) {
       const float* s = xs + n * blocks;
       const int8_t* q = xq + n * w.cols;
       float* yn = y + n * w.rows;
@@ -151,16 +167,23 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
   const int64_t blocks = w.cols / kBlock;
   std::vector<float> xs(static_cast<size_t>(batch * blocks));
   std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
-  for (int64_t n = 0; n < batch; ++n)
-    quantize_activation(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+  // Quantizing is per row and exact, so threads may share it out (a prompt batch is long enough).
+  auto quantize = quantize_activation;
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2()) quantize = quantize_row_avx2;
+#endif
+  parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) quantize(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+  });
 
   const RowDot dot = pick_dot(w.type);
+  const RowDot4 dot4 = pick_dot4(w.type);
   // Threads only pay off past ~64K multiply-adds. The pool splits the rows of W; each output is
   // still one dot call, so the split does not change any result.
   constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
   const int nthreads = w.rows * w.cols * batch < kMinWorkForThreads ? 1 : threads;
   parallel_for(nthreads, w.rows, [&](int64_t r0, int64_t r1) {
-    run_rows(w, dot, r0, r1, xs.data(), xq.data(), batch, y);
+    run_rows(w, dot, dot4, r0, r1, xs.data(), xq.data(), batch, y);
   });
 }
 

@@ -69,7 +69,92 @@ float row_dot(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blo
   return hsum(_mm256_add_ps(acc0, acc1));
 }
 
+// row_dot for four activation rows at once (a prompt batch): each weight block is loaded and
+// decoded once and used four times. Every output goes through exactly row_dot's operations in
+// row_dot's order (same scale product, same integer dot, same FMA chain and final sum), so it is
+// bit for bit what row_dot gives for that activation row.
+template <int64_t BlockBytes, __m256i (*Load)(const uint8_t*)>
+void row_dot4(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+              int64_t blocks, float* out, int64_t out_stride) {
+  __m256 acc0[4], acc1[4];
+  for (int k = 0; k < 4; ++k) acc0[k] = acc1[k] = _mm256_setzero_ps();
+  int64_t b = 0;
+  for (; b + 1 < blocks; b += 2) {
+    const uint8_t* b0 = row + b * BlockBytes;
+    const uint8_t* b1 = b0 + BlockBytes;
+    const __m256i w0 = Load(b0), w1 = Load(b1);
+    const float d0 = load_fp16(b0), d1 = load_fp16(b1);
+    for (int k = 0; k < 4; ++k) {
+      const int8_t* xk = xq + k * xq_stride + b * kBlock;
+      const float* sk = xs + k * xs_stride + b;
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xk));
+      const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xk + kBlock));
+      acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * sk[0]), block_dot(w0, x0), acc0[k]);
+      acc1[k] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * sk[1]), block_dot(w1, x1), acc1[k]);
+    }
+  }
+  if (b < blocks) {
+    const uint8_t* b0 = row + b * BlockBytes;
+    const __m256i w0 = Load(b0);
+    const float d0 = load_fp16(b0);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k * xq_stride + b * kBlock));
+      acc0[k] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * xs[k * xs_stride + b]), block_dot(w0, x0), acc0[k]);
+    }
+  }
+  for (int k = 0; k < 4; ++k) out[k * out_stride] = hsum(_mm256_add_ps(acc0[k], acc1[k]));
+}
+
 }  // namespace
+
+void quantize_row_avx2(const float* x, int64_t cols, float* scales, int8_t* codes) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 v[4];
+    __m256 amax = zero;
+    __m256 bad = zero;  // lanes where x * 0 is NaN: x is infinite or NaN
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_mul_ps(v[k], zero), zero, _CMP_NEQ_UQ));
+    }
+    if (_mm256_movemask_ps(bad) != 0) {
+      scales[b] = __builtin_nanf("");
+      std::memset(codes + b * kBlock, 0, kBlock);
+      continue;
+    }
+    // The same float operations as the portable quantize_activation (max is exact in any order).
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    scales[b] = d;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[k], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q[k] = _mm256_cvtps_epi32(_mm256_min_ps(hi, _mm256_max_ps(lo, r)));
+    }
+    // packs work per 128-bit lane; the permute puts the 32 codes back in order.
+    const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(q16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + b * kBlock), ordered);
+  }
+}
+
+void dot4_q8_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  row_dot4<kQ8_0Bytes, load_q8_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
+
+void dot4_q4_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  row_dot4<kQ4_0Bytes, load_q4_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
 
 float dot_q8_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
   return row_dot<kQ8_0Bytes, load_q8_0>(row, xs, xq, blocks);

@@ -233,6 +233,36 @@ TEST(QuantKernels, RejectsUnsupportedTypesAndShapes) {
   quant_matmul(QuantMatrix{GgmlType::Q8_0, bytes.data(), 2, 32}, x.data(), 0, y.data(), 4);
 }
 
+TEST(QuantKernels, Avx2QuantizesActivationsLikePortable) {
+  if (std::string(quant_kernel_name()) != "avx2") GTEST_SKIP() << "no AVX2 kernels on this CPU";
+  // Row r of W is the unit vector e_r, so y[r] = d_w * 127 * d_x * code_x[r] with no other rounding:
+  // equal outputs mean equal activation codes and scales. x has ties (k + 0.5 with step 1) that
+  // must round to even, signed zeros, a zero block and large values.
+  const int64_t cols = 256;
+  std::vector<float> dense(static_cast<size_t>(cols * cols), 0.0f);
+  for (int64_t r = 0; r < cols; ++r) dense[r * cols + r] = 1.0f;
+  const auto bytes = quantize_rows(GgmlType::Q8_0, dense.data(), cols, cols);
+  const QuantMatrix w{GgmlType::Q8_0, bytes.data(), cols, cols};
+  std::vector<float> x(static_cast<size_t>(cols), 0.0f);
+  for (int64_t j = 0; j < 32; ++j) x[j] = j == 0 ? 127.0f : static_cast<float>(j % 9) - 4.5f;  // ties
+  for (int64_t j = 32; j < 64; ++j) x[j] = j % 2 ? -0.0f : 0.0f;                              // zero block
+  const auto more = random_values(cols - 64, 600);
+  for (int64_t j = 64; j < cols; ++j) x[j] = more[j - 64] * (j < 160 ? 1e-3f : 1e4f);
+  const auto fast = matvec(w, x, 1);
+  std::vector<float> portable;
+  {
+    PortableGuard guard(true);
+    portable = matvec(w, x, 1);
+  }
+  for (int64_t r = 0; r < cols; ++r) EXPECT_EQ(fast[r], portable[r]) << r;
+  // Code of x[j] = portable[j] / portable[0] * 127 (x[0] = 127 has code 127): ties go to even.
+  const auto code = [&](int64_t j) { return std::nearbyint(portable[j] / portable[0] * 127.0f); };
+  EXPECT_EQ(code(3), -2.0f);  // -1.5
+  EXPECT_EQ(code(5), 0.0f);   // 0.5
+  EXPECT_EQ(code(7), 2.0f);   // 2.5
+  EXPECT_EQ(code(8), 4.0f);   // 3.5
+}
+
 TEST(QuantKernels, ManyPooledCallsGiveIdenticalResults) {
   // The persistent pool is reused across hundreds of small regions (as in a decode step) and
   // across thread counts; every call must match the single-threaded one bit for bit.
