@@ -65,6 +65,7 @@ namespace {
 using namespace quant_detail;
 
 std::atomic<bool> g_force_portable{false};
+std::atomic<bool> g_no_vnni{false};
 
 bool cpu_has_avx2() {
 #if defined(FEDSPLIT_AVX2_KERNELS)
@@ -78,9 +79,21 @@ bool cpu_has_avx2() {
 
 bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
 
+// AVX512-VNNI's dpbusd (256-bit form, so also AVX512-VL) replaces two AVX2 instructions per block
+// with one; the results are identical.
+bool cpu_has_vnni() {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  return has && !g_no_vnni.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
 // The batched dots where a kernel has them; null means "call the RowDot per activation row".
 RowDot4 pick_dot4(GgmlType type) {
 #if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot4_q8_0_vnni : dot4_q4_0_vnni;
   if (use_avx2()) return type == GgmlType::Q8_0 ? dot4_q8_0_avx2 : dot4_q4_0_avx2;
 #endif
   return nullptr;
@@ -88,6 +101,7 @@ RowDot4 pick_dot4(GgmlType type) {
 
 RowDot pick_dot(GgmlType type) {
 #if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot_q8_0_vnni : dot_q4_0_vnni;
   if (use_avx2()) return type == GgmlType::Q8_0 ? dot_q8_0_avx2 : dot_q4_0_avx2;
 #endif
   return type == GgmlType::Q8_0 ? dot_q8_0_portable : dot_q4_0_portable;
@@ -192,6 +206,11 @@ void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {
 }
 
 const char* quant_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
+
+namespace quant_detail {
+void force_no_vnni(bool on) { g_no_vnni.store(on, std::memory_order_relaxed); }
+bool vnni_in_use() { return use_avx2() && cpu_has_vnni(); }
+}  // namespace quant_detail
 
 void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
 

@@ -17,6 +17,10 @@ using RowDot = float (*)(const uint8_t* row, const float* xs, const int8_t* xq, 
 using RowDot4 = void (*)(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq,
                          int64_t xq_stride, int64_t blocks, float* out, int64_t out_stride);
 
+/// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).
+bool vnni_in_use();
+void force_no_vnni(bool on);
+
 float dot_q8_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
 float dot_q4_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
 
@@ -29,6 +33,14 @@ void quantize_row_avx2(const float* x, int64_t cols, float* scales, int8_t* code
 void dot4_q8_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
                     int64_t blocks, float* out, int64_t out_stride);
 void dot4_q4_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride);
+// The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
+// CPU also has AVX512-VNNI and AVX512-VL.
+float dot_q8_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+float dot_q4_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
+void dot4_q8_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride);
+void dot4_q4_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
                     int64_t blocks, float* out, int64_t out_stride);
 #endif
 

@@ -14,6 +14,7 @@
 #include "compress/gguf_quant.h"
 #include "core/util/error.h"
 #include "infer/quant_kernels.h"
+#include "infer/quant_kernels_impl.h"
 #include "infer/thread_pool.h"
 #include "tests/test_support.h"
 
@@ -231,6 +232,21 @@ TEST(QuantKernels, RejectsUnsupportedTypesAndShapes) {
   // Empty products are fine and write nothing.
   quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 0, 32}, x.data(), y.data(), 4);
   quant_matmul(QuantMatrix{GgmlType::Q8_0, bytes.data(), 2, 32}, x.data(), 0, y.data(), 4);
+}
+
+TEST(QuantKernels, VnniEqualsPlainAvx2BitForBit) {
+  if (!quant_detail::vnni_in_use()) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  // dpbusd forms the same int32 sums as maddubs + madd, so every output must be identical.
+  const int64_t batch = 6;
+  for_each_case(700, batch, [&](const Matrix& m, const Shape& s, const std::vector<float>& x) {
+    std::vector<float> vnni(static_cast<size_t>(batch * s.rows)), plain(vnni.size());
+    quant_matmul(m.view, x.data(), batch, vnni.data(), 2);
+    quant_detail::force_no_vnni(true);
+    EXPECT_FALSE(quant_detail::vnni_in_use());
+    quant_matmul(m.view, x.data(), batch, plain.data(), 2);
+    quant_detail::force_no_vnni(false);
+    EXPECT_EQ(std::memcmp(vnni.data(), plain.data(), vnni.size() * sizeof(float)), 0);
+  });
 }
 
 TEST(QuantKernels, Avx2QuantizesActivationsLikePortable) {
