@@ -1,5 +1,6 @@
 #include "infer/thread_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -47,8 +48,8 @@ class Pool {
       for (int64_t c = 0; c < chunks; ++c) body(chunk_begin(c, n, chunks), chunk_begin(c + 1, n, chunks));
       return;
     }
-    const int helpers = static_cast<int>(std::min<int64_t>(std::min(threads, kMaxWorkers + 1), chunks)) - 1;
-    grow(helpers);
+    const int helpers =
+        grow(static_cast<int>(std::min<int64_t>(std::min(threads, kMaxWorkers + 1), chunks)) - 1);
 
     body_ = &body;
     n_ = n;
@@ -88,18 +89,21 @@ class Pool {
     std::atomic<uint64_t> state{0};
   };
 
-  void grow(int helpers) {
+  // Starts workers until there are `helpers`; returns how many there are (fewer if the system
+  // refuses threads: the region then simply runs on fewer).
+  int grow(int helpers) {
     while (static_cast<int>(workers_.size()) < helpers) {
       slots_.push_back(std::make_unique<Slot>());
       Slot* slot = slots_.back().get();
       try {
         workers_.emplace_back([this, slot] { worker_loop(*slot); });
-      } catch (...) {  // keep slots_ and workers_ in step
+      } catch (...) {  // no thread (or no memory for one): keep slots_ and workers_ in step
         slots_.pop_back();
-        throw;
+        break;
       }
       workers_.back().detach();  // the pool lives for the whole process
     }
+    return std::min(helpers, static_cast<int>(workers_.size()));
   }
 
   void take_chunks() {
