@@ -3,6 +3,7 @@
 // portable, thread counts and batch against single vectors bit for bit, and argument errors.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -356,6 +357,18 @@ TEST(ThreadPool, RethrowsAChunksExceptionAndStaysUsable) {
   int64_t sum = 0;
   for (int64_t v : values) sum += v;
   EXPECT_EQ(sum, 4950);
+}
+
+TEST(ThreadPool, WorkersThatFellAsleepStillCoverEverything) {
+  // Idle workers stop polling after a while and sleep; the next regions must still be complete.
+  for (int round = 0; round < 5; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::vector<int> hits(500, 0);
+    parallel_for(3, 500, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) ++hits[i];
+    });
+    for (int h : hits) ASSERT_EQ(h, 1) << "round " << round;
+  }
 }
 
 TEST(ThreadPool, NestedRegionsRunInline) {
