@@ -7,7 +7,7 @@
 
 namespace fedsplit {
 
-Generation generate(GgufRunner& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+Generation generate(CausalLm& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                     const std::function<void(int64_t)>& on_token) {
   if (prompt.empty()) throw DataError("the prompt has no tokens");
   const int64_t needed = static_cast<int64_t>(prompt.size()) + options.max_tokens;

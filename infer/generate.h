@@ -1,11 +1,12 @@
-// Text generation with a GgufRunner: the prompt in one pass, then one token at a time from the KV
-// cache, each chosen by a Sampler, until max_tokens or an end-of-sequence id.
+// Text generation with a CausalLm (a GgufRunner, the pipeline's driver): the prompt in one pass,
+// then one token at a time from the KV cache, each chosen by a Sampler, until max_tokens or an
+// end-of-sequence id.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <vector>
 
-#include "infer/gguf_runner.h"
+#include "infer/causal_lm.h"
 #include "infer/sampling.h"
 
 namespace fedsplit {
@@ -25,7 +26,7 @@ struct Generation {
 
 /// Generates after `prompt` (non-empty) from an empty cache; `on_token` (if set) sees each new
 /// token as it is chosen. DataError when prompt + max_tokens exceed the runner's context.
-Generation generate(GgufRunner& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
+Generation generate(CausalLm& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                     const std::function<void(int64_t)>& on_token = {});
 
 }  // namespace fedsplit

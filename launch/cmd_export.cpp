@@ -23,6 +23,11 @@ namespace {
 
 namespace sfs = std::filesystem;
 
+// A copy of the tokenizer file `path` in `dir` (under its own name).
+void copy_tokenizer(const std::string& path, const std::string& dir) {
+  write_text_atomically((sfs::path(dir) / sfs::path(path).filename()).string(), read_file(path));
+}
+
 // The model of --model (HF dir, checkpoint.h5, .gguf, manifest.json or export dir) with --adapter merged.
 Decoder load_source(const std::string& model_path, const std::string& adapter) {
   std::error_code ec;
@@ -86,6 +91,8 @@ int export_gguf_command(const Args& args) {
   options.name = name;
 
   const GgufManifest manifest = export_gguf(model, options, out);
+  // The tokenizer file goes beside the shards too, for `fedsplit generate` and `serve`.
+  if (!tokenizer.empty()) copy_tokenizer(tokenizer, out);
   for (const auto& st : manifest.stages)
     std::cout << "wrote " << (sfs::path(out) / st.file).string() << " (layers " << st.layer_begin << "-"
               << st.layer_end - 1 << ", " << st.bytes << " bytes)\n";
@@ -108,7 +115,7 @@ int export_hf_command(const Args& args) {
   // The tokenizer travels with the model when there is one beside it (GGUF vocabularies are not rebuilt).
   if (!is_gguf_model_path(model_path)) {
     const std::string tok = find_model_tokenizer(model_path);
-    if (!tok.empty()) write_text_atomically((sfs::path(out) / sfs::path(tok).filename()).string(), read_file(tok));
+    if (!tok.empty()) copy_tokenizer(tok, out);
   }
   std::cout << "wrote " << out << "\n";
   return 0;

@@ -20,10 +20,13 @@ commands:
   peft merge --model M --adapter A --out DIR          fold a PEFT LoRA adapter into a HF model
   report RUN_DIR [--out FILE]                         an HTML page of a run's charts and tables
   plan split --model M --profile devices.ini          profile a model and pick the split-learning cut
+  plan infer --model M.gguf --devices devices.ini [--out plan.json]   spread a GGUF model's layers over devices
   export gguf --model M --quant Q --out DIR [--stages N | --plan P] [--adapter A]
                                                       GGUF (f32|f16|q8_0|q4_0) for llama.cpp, one shard per stage
   export hf --model M --out DIR [--adapter A]         a HF model directory (M may be a .gguf export)
   generate --model M.gguf --prompt TEXT | --prompts FILE|-   text from a GGUF model (greedy or sampled)
+  serve --manifest M.json [--micro-batches N]         prompts from stdin through an export's stages, one
+                                                      per rank of mpirun -np S (or all in one process)
   icae compress --model M --encoder E --in TEXT --out SLOTS   a text into ICAE memory slots
   icae decode --model M --encoder E --slots SLOTS [--task ae|lm|prompt]   slots back into text
 
@@ -37,7 +40,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(const cli::Args&)> commands = {
       {"run", cli::run}, {"data", cli::data}, {"tokenizer", cli::tokenizer}, {"logits", cli::logits},
       {"eval", cli::eval}, {"peft", cli::peft}, {"report", cli::report},
-      {"plan", cli::plan}, {"export", cli::export_model}, {"icae", cli::icae}, {"generate", cli::generate}};
+      {"plan", cli::plan}, {"export", cli::export_model}, {"icae", cli::icae}, {"generate", cli::generate}, {"serve", cli::serve}};
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cout << kUsage;
     return argc < 2 ? 2 : 0;

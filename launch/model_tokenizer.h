@@ -3,6 +3,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "compress/gguf_vocab.h"
 #include "core/tokenizer/tokenizer.h"
@@ -14,6 +15,14 @@ inline std::unique_ptr<Tokenizer> tokenizer_for_model(const std::string& model, 
   const std::string path = tokenizer_flag.empty() ? find_model_tokenizer(model) : tokenizer_flag;
   if (path.empty()) throw ConfigError("no tokenizer beside " + model + ": pass --tokenizer");
   return load_tokenizer(path);
+}
+
+/// The ids a prompt is generated from: BOS (when the tokenizer has one), then the text's tokens.
+inline std::vector<int64_t> prompt_ids(const Tokenizer& tokenizer, const std::string& text) {
+  std::vector<int64_t> out;
+  if (tokenizer.bos_id() >= 0) out.push_back(tokenizer.bos_id());
+  for (const auto id : tokenizer.encode(text)) out.push_back(id);
+  return out;
 }
 
 }  // namespace fedsplit::cli

@@ -9,4 +9,7 @@ set(LAUNCH_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cmd_plan.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_export.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_icae.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/cmd_generate.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_generate.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/cmd_serve.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/line_reader.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pipeline_serving.cpp)

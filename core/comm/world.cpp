@@ -70,6 +70,8 @@ void check_options(const CommOptions& options) {
 struct Transport {
   virtual ~Transport() = default;
   virtual void send(at::Tensor& tensor, int dst, int tag, Ms timeout) = 0;
+  /// Starts a send; the returned call waits for it.
+  virtual std::function<void(Ms)> start_send(at::Tensor& tensor, int dst, int tag) = 0;
   virtual void recv(at::Tensor& tensor, int src, int tag, Ms timeout) = 0;
   virtual void broadcast(at::Tensor& tensor, int root, Ms timeout) = 0;
   virtual void barrier(Ms timeout) = 0;
@@ -83,6 +85,11 @@ class GroupTransport final : public Transport {
   void send(at::Tensor& tensor, int dst, int tag, Ms timeout) override {
     std::vector<at::Tensor> tensors{tensor};
     finish(group_->send(tensors, dst, tag), timeout);
+  }
+  std::function<void(Ms)> start_send(at::Tensor& tensor, int dst, int tag) override {
+    std::vector<at::Tensor> tensors{tensor};
+    auto work = group_->send(tensors, dst, tag);
+    return [work](Ms timeout) { finish(work, timeout); };
   }
   void recv(at::Tensor& tensor, int src, int tag, Ms timeout) override {
     std::vector<at::Tensor> tensors{tensor};
@@ -424,6 +431,32 @@ void World::send(const torch::Tensor& tensor, int dst, int tag) {
             [&] { w.transport->send(wire, dst, tag, w.timeout()); });
   w.bytes_sent += bytes;
   w.messages_sent += 1;
+}
+
+World::PendingSend World::isend(const torch::Tensor& tensor, int dst, int tag) {
+  auto& w = *impl_;
+  w.check_peer(dst, "send to", tag);
+  TORCH_CHECK(tensor.defined(), "World::isend: undefined tensor");
+  auto wire = w.on_wire(tensor);
+  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
+  const std::string what = cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")");
+  const std::string advice = cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout");
+  std::function<void(Ms)> finish;
+  w.guarded(what, advice, [&] { finish = w.transport->start_send(wire, dst, tag); });
+  w.bytes_sent += bytes;
+  w.messages_sent += 1;
+  PendingSend pending;
+  Impl* impl = impl_.get();
+  // `wire` rides along so that the buffer outlives the send.
+  pending.finish_ = [impl, what, advice, finish, wire] { impl->guarded(what, advice, [&] { finish(impl->timeout()); }); };
+  return pending;
+}
+
+void World::PendingSend::wait() {
+  if (!finish_) return;
+  auto finish = std::move(finish_);
+  finish_ = nullptr;
+  finish();
 }
 
 void World::recv(torch::Tensor& tensor, int src, int tag) {

@@ -5,6 +5,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,18 @@ class World {
   /// copies to/from the backend's device as needed; recv fills `tensor` in place (its shape and dtype must match what
   /// the peer sent: the caller sends sizes first). Every call counts its payload bytes in traffic().
   void send(const torch::Tensor& tensor, int dst, int tag = 0);
+  /// A send that isend() started: wait() returns once it is done (CommError after timeout_s). It keeps
+  /// the tensor alive until then; sends to one peer with one tag arrive in the order they started.
+  class PendingSend {
+   public:
+    void wait();
+   private:
+    friend class World;
+    std::function<void()> finish_;
+  };
+  /// Starts a send and returns at once (counted like send), for ranks in a ring, such as a pipeline whose
+  /// last stage answers the first, where blocking sends could all wait on each other.
+  PendingSend isend(const torch::Tensor& tensor, int dst, int tag = 0);
   void recv(torch::Tensor& tensor, int src, int tag = 0);
   void broadcast(torch::Tensor& tensor, int root);  ///< counts bytes as sent on root, received on the others
   void barrier();

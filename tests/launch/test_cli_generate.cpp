@@ -3,6 +3,8 @@
 // a streamed --prompt, a prompts file and standard input (the serving mode) answered with one JSON
 // line each, seeded sampling that repeats, and bad input refused with one line (a prompt beyond
 // the context, sampling flags out of range, a missing model, one stage of a pipeline export).
+// With --draft (speculative decoding; here the same model exported to q4_0 drafts for the q8_0
+// one) greedy answers are the ones without it, and a draft of another vocabulary is refused.
 // That the engine's tokens equal the fp32 path's is tests/infer/test_gguf_runner.cpp's job.
 #include <gtest/gtest.h>
 
@@ -44,6 +46,10 @@ class CliGenerate : public ::testing::Test {
     r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --out " + (*tmp_ / "gguf"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --stages 2 --out " + (*tmp_ / "stages"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q4_0 --out " + (*tmp_ / "draft"));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    r = run_fedsplit("export gguf --model " + fixtures() + "/hf-tiny/llama --quant f32 --out " + (*tmp_ / "other-vocab"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
   static void TearDownTestSuite() { delete tmp_; }
@@ -117,4 +123,40 @@ TEST_F(CliGenerate, BadInputIsOneLine) {
   ASSERT_EQ(lines.size(), 2u) << r.output;
   EXPECT_TRUE(lines[0].contains("completion")) << lines[0].dump();
   EXPECT_NE(lines[1].value("error", "").find("context of 10"), std::string::npos) << lines[1].dump();
+}
+
+TEST_F(CliGenerate, DraftModelKeepsTheGreedyAnswers) {
+  const TempDir& tmp = *tmp_;
+  write_text(tmp / "draft-prompts.txt", "Call me Ishmael.\nIt was the best of times\n");
+  const std::string ask = "generate" + model() + " --prompts " + (tmp / "draft-prompts.txt") + " --max-tokens 12";
+  const auto plain = run_fedsplit(ask);
+  const auto drafted = run_fedsplit(ask + " --draft " + (tmp / "draft/model.gguf") + " --draft-tokens 3");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  ASSERT_EQ(drafted.exit_code, 0) << drafted.output;
+  const auto a = json_lines(plain.output), b = json_lines(drafted.output);
+  ASSERT_EQ(a.size(), 2u) << plain.output;
+  ASSERT_EQ(b.size(), 2u) << drafted.output;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(b[i]["completion"], a[i]["completion"]) << b[i].dump();
+    EXPECT_FALSE(a[i].contains("accepted_fraction")) << a[i].dump();
+    const double accepted = b[i].value("accepted_fraction", -1.0);
+    EXPECT_TRUE(accepted >= 0 && accepted <= 1) << b[i].dump();
+  }
+  const auto streamed = run_fedsplit("generate" + model() + " --prompt 'Call me' --max-tokens 8 --draft " +
+                                     (tmp / "draft/model.gguf"));
+  ASSERT_EQ(streamed.exit_code, 0) << streamed.output;
+  EXPECT_NE(streamed.output.find("proposed tokens accepted"), std::string::npos) << streamed.output;
+}
+
+TEST_F(CliGenerate, DraftOfAnotherVocabularyOrNoTokensIsRefused) {
+  const TempDir& tmp = *tmp_;
+  auto r = run_fedsplit("generate" + model() + " --prompt x --draft " + (tmp / "other-vocab/model.gguf"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--draft: the draft model's vocabulary of 512"), std::string::npos) << r.output;
+  r = run_fedsplit("generate" + model() + " --prompt x --draft " + (tmp / "draft/model.gguf") + " --draft-tokens 0");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("--draft-tokens must be at least 1"), std::string::npos) << r.output;
+  r = run_fedsplit("generate" + model() + " --prompt x --draft " + (tmp / "missing.gguf"));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("missing.gguf"), std::string::npos) << r.output;
 }

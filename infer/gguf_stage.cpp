@@ -1,0 +1,314 @@
+#include "infer/gguf_stage.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "compress/gguf.h"
+#include "compress/gguf_llama.h"
+#include "compress/gguf_quant.h"
+#include "core/util/error.h"
+#include "infer/quant_kernels.h"
+
+namespace fedsplit {
+namespace {
+
+// One weight matrix [rows = out, cols = in] as the file stores it.
+struct Weight {
+  GgmlType type = GgmlType::F32;
+  std::vector<uint8_t> blocks;  // Q8_0 / Q4_0 bytes, read by the kernels (CPU only)
+  torch::Tensor dense;          // otherwise fp32 [rows, cols] on the stage's device
+  int64_t rows = 0, cols = 0, stored_bytes = 0;
+
+  // x [T, cols] fp32 -> [T, rows].
+  torch::Tensor apply(const torch::Tensor& x, int threads) const {
+    if (dense.defined()) return torch::matmul(x, dense.t());
+    const auto input = x.contiguous();
+    auto y = torch::empty({x.size(0), rows}, torch::kFloat);
+    quant_matmul(QuantMatrix{type, blocks.data(), rows, cols}, input.data_ptr<float>(), x.size(0), y.data_ptr<float>(),
+                 threads);
+    return y;
+  }
+
+  // Rows `ids` as fp32 [T, cols] (an embedding lookup).
+  torch::Tensor rows_of(const std::vector<int64_t>& ids) const {
+    if (dense.defined()) {
+      const auto index = torch::tensor(ids, torch::kLong).to(dense.device());
+      return dense.index_select(0, index);
+    }
+    auto out = torch::empty({static_cast<int64_t>(ids.size()), cols}, torch::kFloat);
+    const size_t stride = ggml_row_bytes(type, cols);
+    for (size_t i = 0; i < ids.size(); ++i)
+      dequantize_values(type, blocks.data() + static_cast<size_t>(ids[i]) * stride, cols,
+                        out.data_ptr<float>() + static_cast<int64_t>(i) * cols);
+    return out;
+  }
+};
+
+bool kernel_type(GgmlType type) { return type == GgmlType::Q8_0 || type == GgmlType::Q4_0; }
+
+// The tensor's weight; quantized blocks stay as they are for the CPU kernels, everything else
+// becomes fp32 on `device`.
+Weight weight_of(GgufTensor& t, const torch::Device& device, const std::string& where) {
+  Weight w;
+  w.type = t.type;
+  w.cols = static_cast<int64_t>(t.dims[0]);
+  w.rows = t.dims.size() > 1 ? static_cast<int64_t>(t.dims[1]) : 1;
+  w.stored_bytes = static_cast<int64_t>(t.data.size());
+  if (!kernel_type(t.type) && t.type != GgmlType::F32 && t.type != GgmlType::F16)
+    throw FormatError(where + ": tensor " + t.name + " is " + ggml_type_name(static_cast<uint32_t>(t.type)) +
+                      "; the engine reads F32, F16, Q8_0 and Q4_0");
+  if (kernel_type(t.type) && device.is_cpu()) {
+    w.blocks = std::move(t.data);
+    return w;
+  }
+  std::vector<float> values(static_cast<size_t>(w.rows * w.cols));
+  dequantize_values(t.type, t.data.data(), w.rows * w.cols, values.data());
+  w.dense = torch::from_blob(values.data(), {w.rows, w.cols}, torch::kFloat).to(device, /*non_blocking=*/false, true);
+  t.data = {};
+  return w;
+}
+
+struct Layer {
+  torch::Tensor attn_norm, ffn_norm, q_bias, k_bias, v_bias;
+  Weight q, k, v, o, gate, up, down;
+  int64_t stored_bytes = 0;
+  std::vector<torch::Tensor> k_cache, v_cache;  // per slot: [kv_heads, context, head_dim]
+};
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps) * weight;
+}
+
+int64_t metadata_int(const GgufMetadata& meta, const std::string& key, int64_t fallback, const std::string& where) {
+  return meta.find(key) ? static_cast<int64_t>(gguf_uint(meta, key, where)) : fallback;
+}
+
+}  // namespace
+
+struct GgufStage::Impl {
+  std::string path;
+  DecoderConfig config;
+  std::string architecture;
+  StageIdentity identity;
+  int threads = 1;
+  int64_t context = 0, slots = 1;
+  torch::Device device = torch::kCPU;
+  Weight embedding, output;
+  torch::Tensor output_norm;
+  bool has_embedding = false, has_head = false;
+  std::vector<Layer> layers;  // layers[i] is block identity.layer_begin + i
+  torch::Tensor inv_freq;     // [head_dim / 2]
+
+  size_t layer_offset(int64_t index) const {
+    if (index < identity.layer_begin || index >= identity.layer_end)
+      throw ConfigError(path + " holds blocks " + std::to_string(identity.layer_begin) + ".." +
+                        std::to_string(identity.layer_end - 1) + ", not block " + std::to_string(index));
+    return static_cast<size_t>(index - identity.layer_begin);
+  }
+
+  // q or k [T, heads, D] rotated at positions position .. position+T-1.
+  torch::Tensor rope(const torch::Tensor& x, int64_t position) const {
+    const int64_t T = x.size(0), D = x.size(2);
+    const auto pos = torch::arange(position, position + T, torch::TensorOptions(torch::kFloat).device(device));
+    const auto angles = (pos.unsqueeze(1) * inv_freq).unsqueeze(1);  // [T, 1, D/2]
+    const auto cos = angles.cos(), sin = angles.sin();
+    if (architecture == "llama") {  // adjacent pairs (2i, 2i+1), the permuted rows' layout
+      const auto pairs = x.reshape({T, x.size(1), D / 2, 2});
+      const auto a = pairs.select(3, 0), b = pairs.select(3, 1);
+      return torch::stack({a * cos - b * sin, a * sin + b * cos}, 3).reshape({T, x.size(1), D});
+    }
+    const auto a = x.slice(2, 0, D / 2), b = x.slice(2, D / 2, D);  // halves, HF's order
+    return torch::cat({a * cos - b * sin, a * sin + b * cos}, 2);
+  }
+
+  torch::Tensor attention(Layer& layer, int64_t slot, const torch::Tensor& x, int64_t position) {
+    const int64_t T = x.size(0), H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
+    auto q = layer.q.apply(x, threads), k = layer.k.apply(x, threads), v = layer.v.apply(x, threads);
+    if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
+    q = rope(q.reshape({T, H, D}), position);
+    k = rope(k.reshape({T, KV, D}), position);
+    auto& k_cache = layer.k_cache[static_cast<size_t>(slot)];
+    auto& v_cache = layer.v_cache[static_cast<size_t>(slot)];
+    k_cache.slice(1, position, position + T).copy_(k.transpose(0, 1));
+    v_cache.slice(1, position, position + T).copy_(v.reshape({T, KV, D}).transpose(0, 1));
+    const int64_t seen = position + T;
+    const auto keys = k_cache.slice(1, 0, seen).repeat_interleave(H / KV, 0);  // [H, seen, D]
+    const auto values = v_cache.slice(1, 0, seen).repeat_interleave(H / KV, 0);
+    auto scores = torch::matmul(q.transpose(0, 1), keys.transpose(1, 2)) / std::sqrt(static_cast<double>(D));
+    // Token t (at position position + t) sees positions 0 .. position + t.
+    const auto mask = torch::ones({T, seen}, torch::TensorOptions(torch::kBool).device(device)).triu(position + 1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    const auto mixed = torch::matmul(torch::softmax(scores, -1), values);  // [H, T, D]
+    return layer.o.apply(mixed.transpose(0, 1).reshape({T, H * D}), threads);
+  }
+
+  torch::Tensor mlp(const Layer& layer, const torch::Tensor& x) const {
+    const auto hidden = torch::silu(layer.gate.apply(x, threads)) * layer.up.apply(x, threads);
+    return layer.down.apply(hidden, threads);
+  }
+
+  void check_slot(int64_t slot, int64_t position, int64_t tokens) const {
+    if (slot < 0 || slot >= slots)
+      throw ConfigError("slot " + std::to_string(slot) + " is outside the stage's " + std::to_string(slots) + " slots");
+    if (position < 0 || position + tokens > context)
+      throw DataError("the sequence would reach " + std::to_string(position + tokens) +
+                      " tokens, more than the context of " + std::to_string(context) +
+                      ": shorten the prompt or the generation");
+  }
+};
+
+GgufStage::GgufStage(const std::string& path, const StageOptions& options) : impl_(std::make_unique<Impl>()) {
+  GgufFile file = read_gguf(path);
+  Impl& m = *impl_;
+  m.path = path;
+  m.device = options.device;
+  m.threads = std::max(1, options.threads);
+  m.slots = options.slots;
+  if (m.slots < 1) throw ConfigError("a stage needs at least one slot, not " + std::to_string(m.slots));
+  std::set<std::string> names;
+  std::map<std::string, GgufTensor*> tensors;
+  for (auto& t : file.tensors) names.insert(t.name), tensors[t.name] = &t;
+  auto take = [&](const std::string& name) -> GgufTensor& {
+    const auto it = tensors.find(name);
+    if (it == tensors.end()) throw FormatError(path + ": tensor " + name + " is missing");
+    return *it->second;
+  };
+
+  const GgufMetadata& meta = file.metadata;
+  m.architecture = gguf_string(meta, "general.architecture", path);
+  m.has_embedding = names.count("token_embd.weight") > 0;
+  m.has_head = names.count("output_norm.weight") > 0;
+  int64_t vocab = options.vocab_size;
+  if (m.has_embedding) vocab = static_cast<int64_t>(take("token_embd.weight").dims[1]);
+  else if (names.count("output.weight")) vocab = static_cast<int64_t>(take("output.weight").dims[1]);
+  if (vocab <= 0)
+    throw FormatError(path + " holds neither the embedding nor the head, so its vocabulary size is unknown: load it "
+                      "through the export's manifest.json");
+
+  StageIdentity& id = m.identity;
+  if (meta.find("fedsplit.export_id")) id.export_id = gguf_string(meta, "fedsplit.export_id", path);
+  id.stage = metadata_int(meta, "fedsplit.stage", 0, path);
+  id.stage_count = metadata_int(meta, "fedsplit.stage_count", 1, path);
+  // Bias flags are read from blk.0 by config_from_gguf; a later stage's first block answers for it.
+  const int64_t block_count = metadata_int(meta, m.architecture + ".block_count", 0, path);
+  id.layer_begin = metadata_int(meta, "fedsplit.layer_begin", 0, path);
+  id.layer_end = metadata_int(meta, "fedsplit.layer_end", block_count, path);
+  const std::string first_block = "blk." + std::to_string(id.layer_begin) + ".";
+  for (const char* part : {"attn_q.bias", "attn_output.bias", "ffn_up.bias"})
+    if (names.count(first_block + part)) names.insert(std::string("blk.0.") + part);
+  m.config = config_from_gguf(meta, names, vocab, path);
+  if (id.layer_begin >= id.layer_end || id.layer_end > m.config.num_layers || id.stage >= id.stage_count)
+    throw FormatError(path + ": fedsplit.stage " + std::to_string(id.stage) + " of " + std::to_string(id.stage_count) +
+                      " with blocks [" + std::to_string(id.layer_begin) + ", " + std::to_string(id.layer_end) +
+                      ") does not fit a model of " + std::to_string(m.config.num_layers) + " blocks");
+  if (m.has_embedding != (id.stage == 0) || m.has_head != (id.stage == id.stage_count - 1))
+    throw FormatError(path + ": stage " + std::to_string(id.stage) + " of " + std::to_string(id.stage_count) +
+                      (m.has_embedding ? " holds" : " lacks") + " token_embd.weight and " +
+                      (m.has_head ? "holds" : "lacks") + " output_norm.weight: the file is damaged or mislabelled");
+  if (m.config.rope_scaling != RopeScaling::none)
+    throw ConfigError(path + ": RoPE scaling is not supported by the engine yet");
+  if (m.config.attn_out_bias || m.config.mlp_bias)
+    throw ConfigError(path + ": output-projection and MLP biases are not supported by the engine");
+  m.context = options.context > 0 ? options.context : m.config.max_position;
+
+  if (m.has_embedding) m.embedding = weight_of(take("token_embd.weight"), m.device, path);
+  if (m.has_head) {
+    m.output_norm = weight_of(take("output_norm.weight"), m.device, path).dense.reshape({-1});
+    // A one-stage file of a tied model has no output.weight: the head reads the embedding.
+    if (names.count("output.weight")) m.output = weight_of(take("output.weight"), m.device, path);
+    else if (!m.has_embedding) throw FormatError(path + ": tensor output.weight is missing");
+  }
+  const int64_t D = m.config.resolved_head_dim();
+  for (int64_t i = id.layer_begin; i < id.layer_end; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    auto vector = [&](const std::string& name) { return weight_of(take(b + name), m.device, path).dense.reshape({-1}); };
+    Layer layer;
+    layer.attn_norm = vector("attn_norm.weight");
+    layer.ffn_norm = vector("ffn_norm.weight");
+    Weight* matrices[] = {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down};
+    const char* matrix_names[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+                                  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+    for (size_t j = 0; j < 7; ++j) {
+      *matrices[j] = weight_of(take(b + matrix_names[j]), m.device, path);
+      layer.stored_bytes += matrices[j]->stored_bytes;
+    }
+    if (m.config.attn_qkv_bias) {
+      layer.q_bias = vector("attn_q.bias");
+      layer.k_bias = vector("attn_k.bias");
+      layer.v_bias = vector("attn_v.bias");
+    }
+    for (int64_t s = 0; s < m.slots; ++s) {
+      const auto cache_options = torch::TensorOptions(torch::kFloat).device(m.device);
+      layer.k_cache.push_back(torch::zeros({m.config.num_kv_heads, m.context, D}, cache_options));
+      layer.v_cache.push_back(torch::zeros({m.config.num_kv_heads, m.context, D}, cache_options));
+    }
+    m.layers.push_back(std::move(layer));
+  }
+  m.inv_freq = torch::pow(m.config.rope_theta, -torch::arange(0, D, 2, torch::kDouble) / static_cast<double>(D))
+                   .to(torch::kFloat)
+                   .to(m.device);
+}
+
+GgufStage::~GgufStage() = default;
+
+torch::Tensor GgufStage::embed(const std::vector<int64_t>& tokens) const {
+  const Impl& m = *impl_;
+  if (!m.has_embedding) throw ConfigError(m.path + " is not the first stage: it has no token embedding");
+  for (const int64_t id : tokens)
+    if (id < 0 || id >= m.config.vocab_size)
+      throw DataError("token id " + std::to_string(id) + " is outside the vocabulary of " +
+                      std::to_string(m.config.vocab_size));
+  return m.embedding.rows_of(tokens);
+}
+
+torch::Tensor GgufStage::run_layer(int64_t layer_index, int64_t slot, const torch::Tensor& h, int64_t position) {
+  Impl& m = *impl_;
+  torch::NoGradGuard no_grad;
+  m.check_slot(slot, position, h.size(0));
+  Layer& layer = m.layers[m.layer_offset(layer_index)];
+  auto x = h + m.attention(layer, slot, rms_norm(h, layer.attn_norm, m.config.norm_eps), position);
+  return x + m.mlp(layer, rms_norm(x, layer.ffn_norm, m.config.norm_eps));
+}
+
+torch::Tensor GgufStage::run_layers(int64_t slot, torch::Tensor h, int64_t position) {
+  for (int64_t i = impl_->identity.layer_begin; i < impl_->identity.layer_end; ++i) h = run_layer(i, slot, h, position);
+  return h;
+}
+
+torch::Tensor GgufStage::head(const torch::Tensor& h) const {
+  const Impl& m = *impl_;
+  if (!m.has_head) throw ConfigError(m.path + " is not the last stage: it has no head");
+  torch::NoGradGuard no_grad;
+  const auto normed = rms_norm(h, m.output_norm, m.config.norm_eps);
+  return (m.output.rows > 0 ? m.output : m.embedding).apply(normed, m.threads);
+}
+
+const StageIdentity& GgufStage::identity() const { return impl_->identity; }
+bool GgufStage::first() const { return impl_->has_embedding; }
+bool GgufStage::last() const { return impl_->has_head; }
+int64_t GgufStage::layer_begin() const { return impl_->identity.layer_begin; }
+int64_t GgufStage::layer_end() const { return impl_->identity.layer_end; }
+int64_t GgufStage::context() const { return impl_->context; }
+int64_t GgufStage::slots() const { return impl_->slots; }
+torch::Device GgufStage::device() const { return impl_->device; }
+const DecoderConfig& GgufStage::config() const { return impl_->config; }
+const std::string& GgufStage::architecture() const { return impl_->architecture; }
+
+int64_t GgufStage::layer_weight_bytes(int64_t layer) const {
+  const Layer& l = impl_->layers[impl_->layer_offset(layer)];
+  return l.stored_bytes + (l.attn_norm.numel() + l.ffn_norm.numel()) * 4;
+}
+int64_t GgufStage::embed_weight_bytes() const { return impl_->has_embedding ? impl_->embedding.stored_bytes : 0; }
+int64_t GgufStage::head_weight_bytes() const {
+  const Impl& m = *impl_;
+  return m.has_head ? m.output_norm.numel() * 4 + m.output.stored_bytes : 0;
+}
+int64_t GgufStage::kv_bytes_per_token() const {
+  return 2 * impl_->config.num_kv_heads * impl_->config.resolved_head_dim() * 4;
+}
+
+}  // namespace fedsplit

@@ -1,0 +1,151 @@
+#include "launch/pipeline_serving.h"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+
+#include "core/util/error.h"
+#include "core/comm/world.h"
+#include "infer/batch_generate.h"
+#include "infer/pipeline_session.h"
+#include "launch/model_tokenizer.h"
+
+namespace fedsplit::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The prompt and options of one request line; DataError naming the key for a malformed one.
+std::pair<std::string, GenerateOptions> parse_request(const std::string& line, GenerateOptions options) {
+  if (line.empty() || line[0] != '{') return {line, options};
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::exception&) {
+    throw DataError("the request starts with '{' but is not JSON: send a plain prompt or a JSON object");
+  }
+  if (!j.is_object()) throw DataError("the request is JSON but not an object: send {\"prompt\": ...}");
+  std::string prompt;
+  for (const auto& [key, value] : j.items()) {
+    try {
+      if (key == "prompt") prompt = value.get<std::string>();
+      else if (key == "max_tokens") options.max_tokens = value.get<int64_t>();
+      else if (key == "temperature") options.sampling.temperature = value.get<double>();
+      else if (key == "top_k") options.sampling.top_k = value.get<int64_t>();
+      else if (key == "top_p") options.sampling.top_p = value.get<double>();
+      else if (key == "repetition_penalty") options.sampling.repetition_penalty = value.get<double>();
+      else if (key == "seed") options.sampling.seed = value.get<uint64_t>();
+      else
+        throw DataError("unknown key '" + key +
+                        "' in the request: use prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed");
+    } catch (const nlohmann::json::exception&) {
+      throw DataError("\"" + key + "\" in the request has the wrong type (" + value.dump() + ")");
+    }
+  }
+  if (prompt.empty()) throw DataError("the request has no \"prompt\"");
+  if (options.max_tokens < 1) throw DataError("\"max_tokens\" must be at least 1");
+  return {prompt, options};
+}
+
+// Answers printed in request order as they become ready.
+class InOrderPrinter {
+ public:
+  void put(int64_t id, nlohmann::json answer) {
+    ready_[id] = std::move(answer);
+    for (auto it = ready_.find(next_); it != ready_.end(); it = ready_.find(next_)) {
+      std::cout << it->second.dump() << "\n" << std::flush;
+      ready_.erase(it);
+      ++next_;
+    }
+  }
+
+ private:
+  std::map<int64_t, nlohmann::json> ready_;
+  int64_t next_ = 0;
+};
+
+}  // namespace
+
+void add_pipeline_flags(boost::program_options::options_description& flags, PipelineFlags& v) {
+  namespace po = boost::program_options;
+  flags.add_options()
+      ("threads", po::value(&v.threads)->default_value(v.threads), "CPU threads (per rank)")
+      ("context", po::value(&v.context)->default_value(v.context), "KV cache positions per sequence (0 = the model's)")
+      ("device", po::value(&v.device)->default_value(v.device), "cpu, or cuda (under mpirun, rank r on CUDA device r)")
+      ("micro-batches", po::value(&v.micro_batches)->default_value(v.micro_batches),
+       "with a manifest: sequences in flight at once (each stage keeps a KV cache per sequence)")
+      ("timeout", po::value(&v.timeout_s)->default_value(v.timeout_s),
+       "with a manifest: seconds a rank waits for another before failing")
+      ("no-verify", po::bool_switch(&v.no_verify), "with a manifest: skip the BLAKE2b check of the shards");
+}
+
+std::unique_ptr<Pipeline> open_pipeline_for(const std::string& manifest, const PipelineFlags& flags) {
+  if (flags.micro_batches < 1) throw ConfigError("--micro-batches must be at least 1");
+  if (!(flags.timeout_s > 0)) throw ConfigError("--timeout must be a positive number of seconds");
+  CommOptions comm;
+  comm.backend = flags.device == "cuda" ? "auto" : "gloo";
+  comm.timeout_s = flags.timeout_s;
+  PipelineOptions options;
+  options.stage.threads = static_cast<int>(std::max<int64_t>(1, flags.threads));
+  options.stage.context = flags.context;
+  options.stage.slots = flags.micro_batches;
+  options.device = flags.device;
+  options.verify_hash = !flags.no_verify;
+  return open_pipeline(manifest, options, World::create(comm));
+}
+
+int64_t answer_requests(Pipeline& pipeline, const Tokenizer& tokenizer, LineReader& input,
+                        const GenerateOptions& defaults, double heartbeat_s) {
+  BatchGenerator generator(pipeline);
+  InOrderPrinter printer;
+  std::map<int64_t, std::string> prompts;
+  int64_t requests = 0, new_tokens = 0;
+  const int heartbeat_ms = static_cast<int>(heartbeat_s * 1000);
+  const auto started = Clock::now();
+  while (!input.done() || !generator.idle()) {
+    // Wait for input only when there is nothing else to do, and then no longer than a heartbeat.
+    int wait_ms = generator.idle() ? heartbeat_ms : 0;
+    while (auto line = input.next(wait_ms)) {
+      wait_ms = 0;
+      if (line->empty()) continue;
+      const int64_t id = requests++;
+      try {
+        GenerateOptions options = defaults;
+        options.sampling.seed = defaults.sampling.seed + static_cast<uint64_t>(id);
+        auto [prompt, request_options] = parse_request(*line, options);
+        prompts[id] = prompt;
+        generator.add({id, prompt_ids(tokenizer, prompt), request_options});
+      } catch (const DataError& e) {
+        printer.put(id, {{"id", id}, {"error", e.what()}});
+      }
+    }
+    if (generator.idle()) {
+      if (!input.done()) pipeline.heartbeat();
+      continue;
+    }
+    for (auto& r : generator.step()) {
+      nlohmann::json answer{{"id", r.id}, {"prompt", prompts[r.id]}};
+      if (!r.error.empty()) {
+        answer["error"] = r.error;
+      } else {
+        const Generation& g = r.generation;
+        new_tokens += static_cast<int64_t>(g.tokens.size());
+        answer.update({{"completion", tokenizer.decode(std::vector<int32_t>(g.tokens.begin(), g.tokens.end()))},
+                       {"prompt_tokens", g.prompt_tokens},
+                       {"new_tokens", g.tokens.size()},
+                       {"seconds", g.prompt_seconds + g.decode_seconds}});
+      }
+      prompts.erase(r.id);
+      printer.put(r.id, std::move(answer));
+    }
+  }
+  const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  std::cerr << requests << " requests, " << new_tokens << " new tokens in " << seconds << " s: "
+            << new_tokens / std::max(seconds, 1e-9) << " tokens/s with " << pipeline.slots()
+            << " sequences in flight\n";
+  return requests;
+}
+
+}  // namespace fedsplit::cli
