@@ -28,7 +28,8 @@ float sum_squares(const float* a, int64_t n) { return dot(a, a, n); }
 
 // out[d] += p * v[d], in blocks of kLanes so that GCC's -O2 vectorises it (each element is the
 // same one multiply and one add either way).
-__attribute__((always_inline)) inline void axpy(float p, const float* __restrict v, float* __restrict out, int64_t n) {
+__attribute__((always_inline)) inline void axpy(float p, const float* __restrict v, float* __restrict out,
+                                                int64_t n) {
   int64_t d = 0;
   for (; d + kLanes <= n; d += kLanes)
     for (int l = 0; l < kLanes; ++l) out[d + l] += p * v[d + l];
@@ -38,7 +39,9 @@ __attribute__((always_inline)) inline void axpy(float p, const float* __restrict
 // One (head, token) of attention_cached; `scores` has room for `len` floats. Also built for AVX2
 // (picked at load time where the CPU has it): 8-float vectors instead of 4 for the same per-lane
 // operations (no FMA), so both builds give identical results.
-__attribute__((target_clones("avx2", "default"))) void attend_one(const float* q, const float* keys, const float* values, int64_t len, int64_t head_dim,
+__attribute__((target_clones("avx2", "default"))) void attend_one(const float* q, const float* keys,
+                                                                 const float* values, int64_t len,
+                                                                 int64_t head_dim,
                 float scale, float* scores, float* out) {
   float max_score = -INFINITY;
   for (int64_t j = 0; j < len; ++j) {

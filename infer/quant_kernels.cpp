@@ -187,7 +187,8 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
   if (use_avx2()) quantize = quantize_row_avx2;
 #endif
   parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) quantize(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+    for (int64_t n = n0; n < n1; ++n)
+      quantize(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
   });
 
   const RowDot dot = pick_dot(w.type);

@@ -76,7 +76,8 @@ TEST(CpuOps, RopeMatchesTorchInBothLayouts) {
   struct Case {
     int64_t tokens, heads, head_dim, position;
   };
-  for (const Case c : {Case{1, 6, 64, 0}, Case{1, 6, 64, 37}, Case{5, 2, 64, 3}, Case{7, 3, 16, 0}, Case{2, 1, 8, 1000}}) {
+  for (const Case c :
+       {Case{1, 6, 64, 0}, Case{1, 6, 64, 37}, Case{5, 2, 64, 3}, Case{7, 3, 16, 0}, Case{2, 1, 8, 1000}}) {
     for (RopeStyle style : {RopeStyle::adjacent_pairs, RopeStyle::halves}) {
       SCOPED_TRACE(std::to_string(c.tokens) + " tokens, " + std::to_string(c.heads) + " heads of " +
                    std::to_string(c.head_dim) + " at " + std::to_string(c.position) +
@@ -139,12 +140,12 @@ TEST(CpuOps, AttentionMatchesTorchWithGqaOffsetsAndCausalMask) {
       EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0) << threads << " threads";
     }
     if (c.tokens > 1) {  // without the causal mask the result would differ
-      const auto unmasked = torch::matmul(
-          torch::softmax(torch::matmul(q.transpose(0, 1),
-                                       k_cache.slice(1, 0, seen).repeat_interleave(c.heads / c.kv_heads, 0).transpose(1, 2)) /
-                             std::sqrt(static_cast<double>(c.head_dim)),
-                         -1),
-          v_cache.slice(1, 0, seen).repeat_interleave(c.heads / c.kv_heads, 0));
+      const int64_t group = c.heads / c.kv_heads;
+      const auto keys = k_cache.slice(1, 0, seen).repeat_interleave(group, 0);
+      const auto values = v_cache.slice(1, 0, seen).repeat_interleave(group, 0);
+      const auto scores = torch::matmul(q.transpose(0, 1), keys.transpose(1, 2)) /
+                          std::sqrt(static_cast<double>(c.head_dim));
+      const auto unmasked = torch::matmul(torch::softmax(scores, -1), values);
       EXPECT_GT(relative_max_error(one, unmasked.transpose(0, 1).reshape({c.tokens, -1})), 1e-2);
     }
   }
