@@ -5,11 +5,11 @@
 #include <cmath>
 #include <limits>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/util/error.h"
 #include "infer/quant_kernels_impl.h"
+#include "infer/thread_pool.h"
 
 namespace fedsplit {
 namespace quant_detail {
@@ -65,6 +65,7 @@ namespace {
 using namespace quant_detail;
 
 std::atomic<bool> g_force_portable{false};
+std::atomic<bool> g_no_vnni{false};
 
 bool cpu_has_avx2() {
 #if defined(FEDSPLIT_AVX2_KERNELS)
@@ -78,8 +79,29 @@ bool cpu_has_avx2() {
 
 bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
 
+// AVX512-VNNI's dpbusd (256-bit form, so also AVX512-VL) replaces two AVX2 instructions per block
+// with one; the results are identical.
+bool cpu_has_vnni() {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  return has && !g_no_vnni.load(std::memory_order_relaxed);
+#else
+  return false;
+#endif
+}
+
+// The batched dots where a kernel has them; null means "call the RowDot per activation row".
+RowDot4 pick_dot4(GgmlType type) {
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot4_q8_0_vnni : dot4_q4_0_vnni;
+  if (use_avx2()) return type == GgmlType::Q8_0 ? dot4_q8_0_avx2 : dot4_q4_0_avx2;
+#endif
+  return nullptr;
+}
+
 RowDot pick_dot(GgmlType type) {
 #if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot_q8_0_vnni : dot_q4_0_vnni;
   if (use_avx2()) return type == GgmlType::Q8_0 ? dot_q8_0_avx2 : dot_q4_0_avx2;
 #endif
   return type == GgmlType::Q8_0 ? dot_q8_0_portable : dot_q4_0_portable;
@@ -126,15 +148,23 @@ void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* co
 }
 
 // Rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that a tile of
-// W stays in cache across the batch. y[n * rows + r].
-void run_rows(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs,
+// W stays in cache across the batch; four activation rows at a time where `dot4` exists. Every
+// output is the same arithmetic either way. y[n * rows + r].
+void run_rows(const QuantMatrix& w, RowDot dot, RowDot4 dot4, int64_t r0, int64_t r1, const float* xs,
               const int8_t* xq, int64_t batch, float* y) {
   constexpr int64_t kRowTile = 16;
   const int64_t blocks = w.cols / kBlock;
   const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(r1, t0 + kRowTile);
-    for (int64_t n = 0; n < batch; ++n) {
+    int64_t n = 0;
+    if (dot4 != nullptr) {
+      for (; n + 4 <= batch; n += 4)
+        for (int64_t r = t0; r < t1; ++r)
+          dot4(w.data + r * row_bytes, xs + n * blocks, blocks, xq + n * w.cols, w.cols, blocks,
+               y + n * w.rows + r, w.rows);
+    }
+    for (; n < batch; ++n) {
       const float* s = xs + n * blocks;
       const int8_t* q = xq + n * w.cols;
       float* yn = y + n * w.rows;
@@ -151,41 +181,25 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
   const int64_t blocks = w.cols / kBlock;
   std::vector<float> xs(static_cast<size_t>(batch * blocks));
   std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
-  for (int64_t n = 0; n < batch; ++n)
-    quantize_activation(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+  // Quantizing is per row and exact, so threads may share it out (a prompt batch is long enough).
+  auto quantize = quantize_activation;
+#if defined(FEDSPLIT_AVX2_KERNELS)
+  if (use_avx2()) quantize = quantize_row_avx2;
+#endif
+  parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      quantize(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+  });
 
   const RowDot dot = pick_dot(w.type);
-  // Threads only pay off past ~64K multiply-adds; never more threads than rows.
+  const RowDot4 dot4 = pick_dot4(w.type);
+  // Threads only pay off past ~64K multiply-adds. The pool splits the rows of W; each output is
+  // still one dot call, so the split does not change any result.
   constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
-  int64_t nthreads = std::max(1, threads);
-  if (w.rows * w.cols * batch < kMinWorkForThreads) nthreads = 1;
-  nthreads = std::min(nthreads, w.rows);
-  if (nthreads == 1) {
-    run_rows(w, dot, 0, w.rows, xs.data(), xq.data(), batch, y);
-    return;
-  }
-  std::vector<std::thread> pool;
-  pool.reserve(static_cast<size_t>(nthreads - 1));
-  const int64_t per = w.rows / nthreads;
-  const int64_t extra = w.rows % nthreads;
-  int64_t r0 = 0;
-  int64_t first_r1 = 0;
-  try {
-    for (int64_t t = 0; t < nthreads; ++t) {
-      const int64_t r1 = r0 + per + (t < extra ? 1 : 0);
-      if (t == 0) {
-        first_r1 = r1;  // the calling thread takes the first range
-      } else {
-        pool.emplace_back(run_rows, std::cref(w), dot, r0, r1, xs.data(), xq.data(), batch, y);
-      }
-      r0 = r1;
-    }
-  } catch (...) {  // a thread could not start: let the started ones finish, then report
-    for (auto& th : pool) th.join();
-    throw;
-  }
-  run_rows(w, dot, 0, first_r1, xs.data(), xq.data(), batch, y);
-  for (auto& th : pool) th.join();
+  const int nthreads = w.rows * w.cols * batch < kMinWorkForThreads ? 1 : threads;
+  parallel_for(nthreads, w.rows, [&](int64_t r0, int64_t r1) {
+    run_rows(w, dot, dot4, r0, r1, xs.data(), xq.data(), batch, y);
+  });
 }
 
 void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {
@@ -193,6 +207,11 @@ void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {
 }
 
 const char* quant_kernel_name() { return use_avx2() ? "avx2" : "portable"; }
+
+namespace quant_detail {
+void force_no_vnni(bool on) { g_no_vnni.store(on, std::memory_order_relaxed); }
+bool vnni_in_use() { return use_avx2() && cpu_has_vnni(); }
+}  // namespace quant_detail
 
 void force_portable_kernels(bool on) { g_force_portable.store(on, std::memory_order_relaxed); }
 

@@ -7,6 +7,8 @@
 // never dequantized. Two implementations: AVX2+FMA+F16C (chosen at run time when the CPU has them)
 // and a portable one; both compute the same integer dots and differ only in float summation order.
 //
+// Threads come from the persistent pool of infer/thread_pool.h.
+//
 // Determinism: every output element is computed by one thread with one dot-product call in a fixed
 // order, so results do not depend on the thread count, and quant_matmul's row n equals
 // quant_matvec of X[n] bit for bit.

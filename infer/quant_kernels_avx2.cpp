@@ -1,5 +1,6 @@
-// The AVX2 + FMA + F16C row dots. This file alone is compiled with -mavx2 -mfma -mf16c (see
-// infer/CMakeLists.txt); quant_kernels.cpp calls it only when the CPU reports AVX2 and FMA.
+// The AVX2 + FMA + F16C row dots and activation quantization. This file alone is compiled with
+// -mavx2 -mfma -mf16c (see infer/CMakeLists.txt); quant_kernels.cpp calls it only when the CPU
+// reports AVX2 and FMA, and the *_vnni variants only when it also has AVX512-VNNI and -VL.
 #include <immintrin.h>
 
 #include <cstring>
@@ -8,68 +9,94 @@
 
 namespace fedsplit::quant_detail {
 namespace {
-
-float load_fp16(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, sizeof h);  // little-endian, as GGUF stores it
-  return _cvtsh_ss(h);           // exact, as fp16_to_fp32
-}
-
-// Eight int32 partial sums of the 32 products w[j] * x[j] (signed int8 both), as floats.
-// maddubs wants an unsigned first operand: |w| times x with w's sign moved onto x. Exact: a pair
-// sum is at most 2 * 128 * 127 = 32512, below int16's saturation.
-__m256 block_dot(__m256i w, __m256i x) {
-  const __m256i abs_w = _mm256_sign_epi8(w, w);
-  const __m256i signed_x = _mm256_sign_epi8(x, w);
-  const __m256i pairs = _mm256_maddubs_epi16(abs_w, signed_x);
-  const __m256i quads = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
-  return _mm256_cvtepi32_ps(quads);
-}
-
-__m256i load_q8_0(const uint8_t* blk) {
-  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-}
-
-// Byte j of a Q4_0 block: weight j in the low nibble, weight j + 16 in the high nibble; -8 each.
-__m256i load_q4_0(const uint8_t* blk) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-  return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
-}
-
-float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  __m128 shuf = _mm_movehdup_ps(s);
-  s = _mm_add_ps(s, shuf);
-  shuf = _mm_movehl_ps(shuf, s);
-  s = _mm_add_ss(s, shuf);
-  return _mm_cvtss_f32(s);
-}
-
-// Two accumulators (even and odd blocks) hide the FMA latency; the order is fixed, so results are
-// deterministic.
-template <int64_t BlockBytes, __m256i (*Load)(const uint8_t*)>
-float row_dot(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
-  __m256 acc0 = _mm256_setzero_ps();
-  __m256 acc1 = _mm256_setzero_ps();
-  int64_t b = 0;
-  for (; b + 1 < blocks; b += 2) {
-    const uint8_t* b0 = row + b * BlockBytes;
-    const uint8_t* b1 = b0 + BlockBytes;
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kBlock));
-    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + (b + 1) * kBlock));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(b0) * xs[b]), block_dot(Load(b0), x0), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(b1) * xs[b + 1]), block_dot(Load(b1), x1), acc1);
-  }
-  if (b < blocks) {
-    const uint8_t* b0 = row + b * BlockBytes;
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kBlock));
-    acc0 = _mm256_fmadd_ps(_mm256_set1_ps(load_fp16(b0) * xs[b]), block_dot(Load(b0), x0), acc0);
-  }
-  return hsum(_mm256_add_ps(acc0, acc1));
-}
-
+namespace avx2 {
+#define FEDSPLIT_QUANT_VNNI 0
+#include "infer/quant_kernels_avx2_body.h"
+#undef FEDSPLIT_QUANT_VNNI
+}  // namespace avx2
 }  // namespace
+
+// The same kernels with dpbusd; quant_kernels.cpp calls them only when the CPU has AVX512-VNNI
+// and AVX512-VL (the 256-bit form), so only these functions carry those target options.
+#pragma GCC push_options
+#pragma GCC target("avx512vnni,avx512vl")
+namespace {
+namespace vnni {
+#define FEDSPLIT_QUANT_VNNI 1
+#include "infer/quant_kernels_avx2_body.h"
+#undef FEDSPLIT_QUANT_VNNI
+}  // namespace vnni
+}  // namespace
+
+float dot_q8_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
+  return vnni::row_dot<kQ8_0Bytes, vnni::load_q8_0>(row, xs, xq, blocks);
+}
+
+float dot_q4_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
+  return vnni::row_dot<kQ4_0Bytes, vnni::load_q4_0>(row, xs, xq, blocks);
+}
+
+void dot4_q8_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  vnni::row_dot4<kQ8_0Bytes, vnni::load_q8_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
+
+void dot4_q4_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  vnni::row_dot4<kQ4_0Bytes, vnni::load_q4_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
+#pragma GCC pop_options
+
+using namespace avx2;
+
+void quantize_row_avx2(const float* x, int64_t cols, float* scales, int8_t* codes) {
+  const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  for (int64_t b = 0; b < cols / kBlock; ++b) {
+    const float* xb = x + b * kBlock;
+    __m256 v[4];
+    __m256 amax = zero;
+    __m256 bad = zero;  // lanes where x * 0 is NaN: x is infinite or NaN
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_loadu_ps(xb + 8 * k);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign_bit, v[k]));
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_mul_ps(v[k], zero), zero, _CMP_NEQ_UQ));
+    }
+    if (_mm256_movemask_ps(bad) != 0) {
+      scales[b] = __builtin_nanf("");
+      std::memset(codes + b * kBlock, 0, kBlock);
+      continue;
+    }
+    // The same float operations as the portable quantize_activation (max is exact in any order).
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float d = _mm_cvtss_f32(m) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    scales[b] = d;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256 hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    __m256i q[4];
+    for (int k = 0; k < 4; ++k) {
+      const __m256 r = _mm256_round_ps(_mm256_mul_ps(v[k], vid), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q[k] = _mm256_cvtps_epi32(_mm256_min_ps(hi, _mm256_max_ps(lo, r)));
+    }
+    // packs work per 128-bit lane; the permute puts the 32 codes back in order.
+    const __m256i q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(q16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + b * kBlock), ordered);
+  }
+}
+
+void dot4_q8_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  row_dot4<kQ8_0Bytes, load_q8_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
+
+void dot4_q4_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
+                    int64_t blocks, float* out, int64_t out_stride) {
+  row_dot4<kQ4_0Bytes, load_q4_0>(row, xs, xs_stride, xq, xq_stride, blocks, out, out_stride);
+}
 
 float dot_q8_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks) {
   return row_dot<kQ8_0Bytes, load_q8_0>(row, xs, xq, blocks);

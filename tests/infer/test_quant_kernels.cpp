@@ -3,15 +3,20 @@
 // portable, thread counts and batch against single vectors bit for bit, and argument errors.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "compress/gguf_quant.h"
 #include "core/util/error.h"
 #include "infer/quant_kernels.h"
+#include "infer/quant_kernels_impl.h"
+#include "infer/thread_pool.h"
 #include "tests/test_support.h"
 
 namespace fedsplit {
@@ -228,6 +233,153 @@ TEST(QuantKernels, RejectsUnsupportedTypesAndShapes) {
   // Empty products are fine and write nothing.
   quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 0, 32}, x.data(), y.data(), 4);
   quant_matmul(QuantMatrix{GgmlType::Q8_0, bytes.data(), 2, 32}, x.data(), 0, y.data(), 4);
+}
+
+TEST(QuantKernels, VnniEqualsPlainAvx2BitForBit) {
+  if (!quant_detail::vnni_in_use()) GTEST_SKIP() << "no AVX512-VNNI on this CPU";
+  // dpbusd forms the same int32 sums as maddubs + madd, so every output must be identical.
+  const int64_t batch = 6;
+  for_each_case(700, batch, [&](const Matrix& m, const Shape& s, const std::vector<float>& x) {
+    std::vector<float> vnni(static_cast<size_t>(batch * s.rows)), plain(vnni.size());
+    quant_matmul(m.view, x.data(), batch, vnni.data(), 2);
+    quant_detail::force_no_vnni(true);
+    EXPECT_FALSE(quant_detail::vnni_in_use());
+    quant_matmul(m.view, x.data(), batch, plain.data(), 2);
+    quant_detail::force_no_vnni(false);
+    EXPECT_EQ(std::memcmp(vnni.data(), plain.data(), vnni.size() * sizeof(float)), 0);
+  });
+}
+
+TEST(QuantKernels, Avx2QuantizesActivationsLikePortable) {
+  if (std::string(quant_kernel_name()) != "avx2") GTEST_SKIP() << "no AVX2 kernels on this CPU";
+  // Row r of W is the unit vector e_r, so y[r] = d_w * 127 * d_x * code_x[r] with no other rounding:
+  // equal outputs mean equal activation codes and scales. x has ties (k + 0.5 with step 1) that
+  // must round to even, signed zeros, a zero block and large values.
+  const int64_t cols = 256;
+  std::vector<float> dense(static_cast<size_t>(cols * cols), 0.0f);
+  for (int64_t r = 0; r < cols; ++r) dense[r * cols + r] = 1.0f;
+  const auto bytes = quantize_rows(GgmlType::Q8_0, dense.data(), cols, cols);
+  const QuantMatrix w{GgmlType::Q8_0, bytes.data(), cols, cols};
+  std::vector<float> x(static_cast<size_t>(cols), 0.0f);
+  for (int64_t j = 0; j < 32; ++j) x[j] = j == 0 ? 127.0f : static_cast<float>(j % 9) - 4.5f;  // ties
+  for (int64_t j = 32; j < 64; ++j) x[j] = j % 2 ? -0.0f : 0.0f;                              // zero block
+  const auto more = random_values(cols - 64, 600);
+  for (int64_t j = 64; j < cols; ++j) x[j] = more[j - 64] * (j < 160 ? 1e-3f : 1e4f);
+  const auto fast = matvec(w, x, 1);
+  std::vector<float> portable;
+  {
+    PortableGuard guard(true);
+    portable = matvec(w, x, 1);
+  }
+  for (int64_t r = 0; r < cols; ++r) EXPECT_EQ(fast[r], portable[r]) << r;
+  // Code of x[j] = portable[j] / portable[0] * 127 (x[0] = 127 has code 127): ties go to even.
+  const auto code = [&](int64_t j) { return std::nearbyint(portable[j] / portable[0] * 127.0f); };
+  EXPECT_EQ(code(3), -2.0f);  // -1.5
+  EXPECT_EQ(code(5), 0.0f);   // 0.5
+  EXPECT_EQ(code(7), 2.0f);   // 2.5
+  EXPECT_EQ(code(8), 4.0f);   // 3.5
+}
+
+TEST(QuantKernels, ManyPooledCallsGiveIdenticalResults) {
+  // The persistent pool is reused across hundreds of small regions (as in a decode step) and
+  // across thread counts; every call must match the single-threaded one bit for bit.
+  for (GgmlType type : kTypes) {
+    const Matrix m(type, {384, 384}, 400);
+    const auto x = random_values(384, 401);
+    const auto want = matvec(m.view, x, 1);
+    for (int call = 0; call < 300; ++call) {
+      const int threads = 1 + call % 3;
+      const auto got = matvec(m.view, x, threads);
+      ASSERT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+          << "call " << call << ", threads " << threads;
+    }
+  }
+}
+
+TEST(QuantKernels, ConcurrentCallersGiveIdenticalResults) {
+  // Two callers (as pipeline ranks running as threads) share the pool: one gets it, the other
+  // runs inline; both must get the single-threaded results.
+  const Matrix a(GgmlType::Q8_0, {256, 512}, 500);
+  const Matrix b(GgmlType::Q4_0, {300, 256}, 501);
+  const auto xa = random_values(512, 502);
+  const auto xb = random_values(256, 503);
+  const auto want_a = matvec(a.view, xa, 1);
+  const auto want_b = matvec(b.view, xb, 1);
+  int bad_a = 0;
+  int bad_b = 0;
+  auto loop = [](const Matrix& m, const std::vector<float>& x, const std::vector<float>& want, int* bad) {
+    for (int call = 0; call < 200; ++call) {
+      const auto got = matvec(m.view, x, 2 + call % 2);
+      if (std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) != 0) ++*bad;
+    }
+  };
+  std::thread ta(loop, std::cref(a), std::cref(xa), std::cref(want_a), &bad_a);
+  std::thread tb(loop, std::cref(b), std::cref(xb), std::cref(want_b), &bad_b);
+  ta.join();
+  tb.join();
+  EXPECT_EQ(bad_a, 0);
+  EXPECT_EQ(bad_b, 0);
+}
+
+TEST(ThreadPool, CoversEveryIndexOnceInFixedChunks) {
+  for (int threads : {1, 2, 3, 5}) {
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      std::vector<int> hits(static_cast<size_t>(n), 0);
+      std::vector<int64_t> chunk_of(static_cast<size_t>(n), -1);
+      parallel_for(threads, n, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          ++hits[i];
+          chunk_of[i] = begin;
+        }
+      });
+      const int64_t chunks = threads <= 1 ? std::min<int64_t>(n, 1) : std::min<int64_t>(4 * threads, n);
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(hits[i], 1) << threads << " " << n << " " << i;
+        // Index i lies in chunk c = the last c with c * n / chunks <= i.
+        int64_t c = chunks - 1;
+        while (c * n / chunks > i) --c;
+        EXPECT_EQ(chunk_of[i], c * n / chunks) << threads << " " << n << " " << i;
+      }
+    }
+  }
+}
+
+TEST(ThreadPool, RethrowsAChunksExceptionAndStaysUsable) {
+  EXPECT_THROW(parallel_for(2, 10,
+                            [](int64_t begin, int64_t) {
+                              if (begin > 0) throw std::runtime_error("chunk failed");
+                            }),
+               std::runtime_error);
+  std::vector<int64_t> values(100, 0);
+  parallel_for(2, 100, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) values[i] = i;
+  });
+  int64_t sum = 0;
+  for (int64_t v : values) sum += v;
+  EXPECT_EQ(sum, 4950);
+}
+
+TEST(ThreadPool, WorkersThatFellAsleepStillCoverEverything) {
+  // Idle workers stop polling after a while and sleep; the next regions must still be complete.
+  for (int round = 0; round < 5; ++round) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+    std::vector<int> hits(500, 0);
+    parallel_for(3, 500, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) ++hits[i];
+    });
+    for (int h : hits) ASSERT_EQ(h, 1) << "round " << round;
+  }
+}
+
+TEST(ThreadPool, NestedRegionsRunInline) {
+  std::vector<int> hits(64, 0);
+  parallel_for(2, 4, [&](int64_t b0, int64_t e0) {
+    for (int64_t o = b0; o < e0; ++o)
+      parallel_for(2, 16, [&](int64_t b1, int64_t e1) {
+        for (int64_t i = b1; i < e1; ++i) ++hits[o * 16 + i];
+      });
+  });
+  for (int h : hits) EXPECT_EQ(h, 1);
 }
 
 }  // namespace
