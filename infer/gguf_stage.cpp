@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -11,6 +12,7 @@
 #include "compress/gguf_llama.h"
 #include "compress/gguf_quant.h"
 #include "core/util/error.h"
+#include "infer/cpu_ops.h"
 #include "infer/quant_kernels.h"
 
 namespace fedsplit {
@@ -151,6 +153,45 @@ struct GgufStage::Impl {
     return layer.down.apply(hidden, threads);
   }
 
+  // The same block on the CPU as plain loops over the buffers (infer/cpu_ops.h): at these sizes a
+  // LibTorch op costs more in dispatch than in arithmetic.
+  torch::Tensor run_layer_cpu(Layer& layer, int64_t slot, const torch::Tensor& input, int64_t position) {
+    const int64_t T = input.size(0), C = config.hidden_size, H = config.num_heads, KV = config.num_kv_heads,
+                  D = config.resolved_head_dim();
+    torch::Tensor h = input.contiguous().clone();  // the residual stream, updated in place
+    float* hp = h.data_ptr<float>();
+    auto x = torch::empty({T, C});
+    rms_norm_rows(hp, layer.attn_norm.data_ptr<float>(), T, C, config.norm_eps, x.data_ptr<float>());
+    auto q = layer.q.apply(x, threads), k = layer.k.apply(x, threads), v = layer.v.apply(x, threads);
+    if (layer.q_bias.defined()) {
+      for (int64_t t = 0; t < T; ++t) {
+        add_in_place(q.data_ptr<float>() + t * H * D, layer.q_bias.data_ptr<float>(), H * D);
+        add_in_place(k.data_ptr<float>() + t * KV * D, layer.k_bias.data_ptr<float>(), KV * D);
+        add_in_place(v.data_ptr<float>() + t * KV * D, layer.v_bias.data_ptr<float>(), KV * D);
+      }
+    }
+    const RopeStyle style = architecture == "llama" ? RopeStyle::adjacent_pairs : RopeStyle::halves;
+    rope_in_place(q.data_ptr<float>(), T, H, D, position, inv_freq.data_ptr<float>(), style);
+    rope_in_place(k.data_ptr<float>(), T, KV, D, position, inv_freq.data_ptr<float>(), style);
+    float* k_cache = layer.k_cache[static_cast<size_t>(slot)].data_ptr<float>();
+    float* v_cache = layer.v_cache[static_cast<size_t>(slot)].data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < KV; ++j) {
+        const int64_t at = (j * context + position + t) * D, from = (t * KV + j) * D;
+        std::copy_n(k.data_ptr<float>() + from, D, k_cache + at);
+        std::copy_n(v.data_ptr<float>() + from, D, v_cache + at);
+      }
+    auto mixed = torch::empty({T, H * D});
+    attention_cached(q.data_ptr<float>(), k_cache, v_cache, T, H, KV, D, context, position, mixed.data_ptr<float>(),
+                     threads);
+    add_in_place(hp, layer.o.apply(mixed, threads).data_ptr<float>(), T * C);
+    rms_norm_rows(hp, layer.ffn_norm.data_ptr<float>(), T, C, config.norm_eps, x.data_ptr<float>());
+    auto gate = layer.gate.apply(x, threads);
+    silu_mul(gate.data_ptr<float>(), layer.up.apply(x, threads).data_ptr<float>(), gate.numel());
+    add_in_place(hp, layer.down.apply(gate, threads).data_ptr<float>(), T * C);
+    return h;
+  }
+
   void check_slot(int64_t slot, int64_t position, int64_t tokens) const {
     if (slot < 0 || slot >= slots)
       throw ConfigError("slot " + std::to_string(slot) + " is outside the stage's " + std::to_string(slots) + " slots");
@@ -270,6 +311,7 @@ torch::Tensor GgufStage::run_layer(int64_t layer_index, int64_t slot, const torc
   torch::NoGradGuard no_grad;
   m.check_slot(slot, position, h.size(0));
   Layer& layer = m.layers[m.layer_offset(layer_index)];
+  if (m.device.is_cpu()) return m.run_layer_cpu(layer, slot, h, position);
   auto x = h + m.attention(layer, slot, rms_norm(h, layer.attn_norm, m.config.norm_eps), position);
   return x + m.mlp(layer, rms_norm(x, layer.ffn_norm, m.config.norm_eps));
 }
@@ -283,7 +325,15 @@ torch::Tensor GgufStage::head(const torch::Tensor& h) const {
   const Impl& m = *impl_;
   if (!m.has_head) throw ConfigError(m.path + " is not the last stage: it has no head");
   torch::NoGradGuard no_grad;
-  const auto normed = rms_norm(h, m.output_norm, m.config.norm_eps);
+  torch::Tensor normed;
+  if (m.device.is_cpu()) {
+    const auto input = h.contiguous();
+    normed = torch::empty_like(input);
+    rms_norm_rows(input.data_ptr<float>(), m.output_norm.data_ptr<float>(), input.size(0), input.size(1),
+                  m.config.norm_eps, normed.data_ptr<float>());
+  } else {
+    normed = rms_norm(h, m.output_norm, m.config.norm_eps);
+  }
   return (m.output.rows > 0 ? m.output : m.embedding).apply(normed, m.threads);
 }
 
