@@ -104,6 +104,7 @@ struct GgufStage::Impl {
   bool has_embedding = false, has_head = false;
   std::vector<Layer> layers;  // layers[i] is block identity.layer_begin + i
   torch::Tensor inv_freq;     // [head_dim / 2]
+  torch::Tensor rope_cos, rope_sin;  // [context, head_dim / 2] on the device (the LibTorch path)
 
   size_t layer_offset(int64_t index) const {
     if (index < identity.layer_begin || index >= identity.layer_end)
@@ -112,12 +113,11 @@ struct GgufStage::Impl {
     return static_cast<size_t>(index - identity.layer_begin);
   }
 
-  // q or k [T, heads, D] rotated at positions position .. position+T-1.
+  // q or k [T, heads, D] rotated at positions position .. position+T-1 (the LibTorch path).
   torch::Tensor rope(const torch::Tensor& x, int64_t position) const {
     const int64_t T = x.size(0), D = x.size(2);
-    const auto pos = torch::arange(position, position + T, torch::TensorOptions(torch::kFloat).device(device));
-    const auto angles = (pos.unsqueeze(1) * inv_freq).unsqueeze(1);  // [T, 1, D/2]
-    const auto cos = angles.cos(), sin = angles.sin();
+    const auto cos = rope_cos.slice(0, position, position + T).unsqueeze(1);  // [T, 1, D/2]
+    const auto sin = rope_sin.slice(0, position, position + T).unsqueeze(1);
     if (architecture == "llama") {  // adjacent pairs (2i, 2i+1), the permuted rows' layout
       const auto pairs = x.reshape({T, x.size(1), D / 2, 2});
       const auto a = pairs.select(3, 0), b = pairs.select(3, 1);
@@ -138,12 +138,15 @@ struct GgufStage::Impl {
     k_cache.slice(1, position, position + T).copy_(k.transpose(0, 1));
     v_cache.slice(1, position, position + T).copy_(v.reshape({T, KV, D}).transpose(0, 1));
     const int64_t seen = position + T;
-    const auto keys = k_cache.slice(1, 0, seen).repeat_interleave(H / KV, 0);  // [H, seen, D]
-    const auto values = v_cache.slice(1, 0, seen).repeat_interleave(H / KV, 0);
+    auto keys = k_cache.slice(1, 0, seen), values = v_cache.slice(1, 0, seen);  // [KV, seen, D]
+    if (H != KV) keys = keys.repeat_interleave(H / KV, 0), values = values.repeat_interleave(H / KV, 0);
     auto scores = torch::matmul(q.transpose(0, 1), keys.transpose(1, 2)) / std::sqrt(static_cast<double>(D));
-    // Token t (at position position + t) sees positions 0 .. position + t.
-    const auto mask = torch::ones({T, seen}, torch::TensorOptions(torch::kBool).device(device)).triu(position + 1);
-    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    // Token t (at position position + t) sees positions 0 .. position + t: only several new tokens
+    // need a mask.
+    if (T > 1) {
+      const auto mask = torch::ones({T, seen}, torch::TensorOptions(torch::kBool).device(device)).triu(position + 1);
+      scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+    }
     const auto mixed = torch::matmul(torch::softmax(scores, -1), values);  // [H, T, D]
     return layer.o.apply(mixed.transpose(0, 1).reshape({T, H * D}), threads);
   }
@@ -290,8 +293,12 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     m.layers.push_back(std::move(layer));
   }
   m.inv_freq = torch::pow(m.config.rope_theta, -torch::arange(0, D, 2, torch::kDouble) / static_cast<double>(D))
-                   .to(torch::kFloat)
-                   .to(m.device);
+                   .to(torch::kFloat);
+  if (!m.device.is_cpu()) {  // angles as the CPU path computes them: float(position) * inv_freq
+    const auto angles = torch::arange(0, m.context, torch::kFloat).unsqueeze(1) * m.inv_freq;
+    m.rope_cos = angles.cos().to(m.device);
+    m.rope_sin = angles.sin().to(m.device);
+  }
 }
 
 GgufStage::~GgufStage() = default;

@@ -114,9 +114,13 @@ class GroupTransport final : public Transport {
   static void finish(const c10::intrusive_ptr<Work>& work, Ms timeout) {
     const auto deadline = Clock::now() + timeout;
     if (!work->wait(timeout)) throw std::runtime_error("the operation was aborted");
+    // Spin for the first millisecond (pipeline messages complete in microseconds), then sleep.
+    const auto spin_until = Clock::now() + std::chrono::milliseconds(1);
     while (!work->isCompleted()) {
-      if (Clock::now() > deadline) throw std::runtime_error("timed out");
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      const auto now = Clock::now();
+      if (now > deadline) throw std::runtime_error("timed out");
+      if (now < spin_until) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
   }
 
