@@ -70,13 +70,8 @@ TEST(EngineGpu, NcclRanksServeAsTheCpu) {
   TempDir dir("engine_gpu_nccl");
   const std::string manifest = export_model(dir / "staged", 2, GgufQuant::f32, 1000) + "/manifest.json";
   fedsplit::testing::write_text(dir / "prompts.txt", "{\"prompt\": \"a\"}\n");
-  // A tokenizer of its own (the fixtures do not travel to GPU machines), within the model's 1000 ids.
-  std::string text;
-  for (int i = 0; i < 400; ++i) text += "the pipeline sends activations from stage to stage number " + std::to_string(i) + "\n";
-  fedsplit::testing::write_text(dir / "corpus.txt", text);
-  const auto trained = fedsplit::testing::run_fedsplit("tokenizer train --corpus " + (dir / "corpus.txt") + " --vocab-size 300 --out " + (dir / "tok"));
-  ASSERT_EQ(trained.exit_code, 0) << trained.output;
-  const std::string tokenizer = dir / "tok.model";
+  // The fixture tokenizer has 1000 pieces, as many as the model's vocabulary.
+  const std::string tokenizer = fedsplit::testing::fixtures() + "/hf-tiny/tokenizers/spm-bpe.model";
   const std::string serve = std::string("'") + FEDSPLIT_BINARY + "' serve --manifest " + manifest + " --tokenizer " +
                             tokenizer + " --max-tokens 8 < " + (dir / "prompts.txt");
   const auto cpu = fedsplit::testing::run_command(serve + " 2>&1");
