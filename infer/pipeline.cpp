@@ -13,10 +13,12 @@ namespace {
 enum Kind : int64_t { kRun = 0, kHeartbeat = 1, kStop = 2 };
 constexpr int kForwardTag = 0;  // stage s -> s+1
 constexpr int kResultTag = 1;   // last stage -> rank 0
+constexpr int64_t kHeaderFloats = 5;
+constexpr int64_t kExactInFloat = int64_t(1) << 24;  // every integer up to here is exact as a float
 
-torch::Tensor header(int64_t kind, int64_t slot = 0, int64_t position = 0, int64_t tokens = 0, int64_t rows = 0) {
-  return torch::tensor(std::vector<int64_t>{kind, slot, position, tokens, rows}, torch::kLong);
-}
+struct Header {
+  int64_t kind = kRun, slot = 0, position = 0, tokens = 0, rows = 0;
+};
 
 // Sends that have started, waited for in order once there are more than a ring of full slots can
 // hold (so memory stays bounded and no rank waits on a send its peer cannot yet receive).
@@ -40,6 +42,40 @@ class SendQueue {
   size_t limit_;
   std::deque<World::PendingSend> pending_;
 };
+
+// A message is a packet of kHeaderFloats + width floats: the header, then the payload's row when
+// it has exactly one (a decode step: one message per hop); a longer payload [rows, width] follows
+// as a message of its own. Header values are floats, exact below 2^24.
+void send_packet(SendQueue& sends, int dst, int tag, const Header& h, const torch::Tensor& payload, int64_t width) {
+  for (const int64_t v : {h.slot, h.position, h.tokens, h.rows})
+    if (v < 0 || v >= kExactInFloat) throw ConfigError("pipeline header value " + std::to_string(v) + " is out of range");
+  const auto options = payload.defined() ? payload.options() : torch::TensorOptions(torch::kFloat);
+  auto packet = torch::zeros({kHeaderFloats + width}, options);
+  packet.slice(0, 0, kHeaderFloats)
+      .copy_(torch::tensor({float(h.kind), float(h.slot), float(h.position), float(h.tokens), float(h.rows)}));
+  const int64_t rows = payload.defined() ? payload.size(0) : 0;
+  if (rows == 1) packet.slice(0, kHeaderFloats).copy_(payload.reshape({-1}));
+  sends.send(packet, dst, tag);
+  if (rows > 1) sends.send(payload, dst, tag);
+}
+
+// The header and payload [payload_rows, width] (payload_rows from the header: rows for results,
+// tokens between stages; undefined without one).
+std::pair<Header, torch::Tensor> recv_packet(World& world, int src, int tag, int64_t width, bool result) {
+  auto packet = torch::empty({kHeaderFloats + width}, torch::kFloat);
+  world.recv(packet, src, tag);
+  const float* v = packet.data_ptr<float>();
+  const Header h{int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), int64_t(v[4])};
+  if (h.kind != kRun) return {h, torch::Tensor()};
+  const int64_t rows = result ? h.rows : h.tokens;
+  if (h.tokens < 1 || h.rows < 1 || h.rows > h.tokens)
+    throw CommError("rank " + std::to_string(world.rank()) + " received a malformed pipeline message from rank " +
+                    std::to_string(src) + ": every rank must run the same fedsplit");
+  if (rows == 1) return {h, packet.slice(0, kHeaderFloats).reshape({1, width})};
+  auto payload = torch::empty({rows, width}, torch::kFloat);
+  world.recv(payload, src, tag);
+  return {h, payload};
+}
 
 class LocalPipeline final : public Pipeline {
  public:
@@ -84,23 +120,18 @@ class DistributedPipeline final : public Pipeline {
     torch::NoGradGuard no_grad;
     const auto h = first_->run_layers(r.slot, first_->embed(r.tokens), r.position);
     const auto T = static_cast<int64_t>(r.tokens.size());
-    sends_.send(header(kRun, r.slot, r.position, T, r.all_rows ? T : 1), 1, kForwardTag);
-    sends_.send(h, 1, kForwardTag);
+    send_packet(sends_, 1, kForwardTag, {kRun, r.slot, r.position, T, r.all_rows ? T : 1}, h, h.size(1));
   }
   StageResult receive() override {
-    auto head = header(kRun);
-    const int last = world_->size() - 1;
-    world_->recv(head, last, kResultTag);
-    const auto* v = head.data_ptr<int64_t>();
-    StageResult out{v[1], torch::empty({v[4], config().vocab_size}, torch::kFloat)};
-    world_->recv(out.logits, last, kResultTag);
-    return out;
+    auto [h, logits] = recv_packet(*world_, world_->size() - 1, kResultTag, config().vocab_size, /*result=*/true);
+    if (h.kind != kRun) throw CommError("rank 0 expected logits from the last stage, got a control message");
+    return {h.slot, logits};
   }
-  void heartbeat() override { sends_.send(header(kHeartbeat), 1, kForwardTag); }
+  void heartbeat() override { send_packet(sends_, 1, kForwardTag, {kHeartbeat}, {}, config().hidden_size); }
   void stop() override {
     if (stopped_) return;
     stopped_ = true;
-    sends_.send(header(kStop), 1, kForwardTag);
+    send_packet(sends_, 1, kForwardTag, {kStop}, {}, config().hidden_size);
     sends_.drain();
   }
   const DecoderConfig& config() const override { return first_->config(); }
@@ -144,30 +175,17 @@ void serve_stage(GgufStage& stage, World& world) {
   const int next = last ? 0 : rank + 1;
   SendQueue sends(world, stage.slots());
   torch::NoGradGuard no_grad;
+  const int64_t hidden = stage.config().hidden_size, vocab = stage.config().vocab_size;
   for (;;) {
-    auto head = header(kRun);
-    world.recv(head, rank - 1, kForwardTag);
-    const auto* v = head.data_ptr<int64_t>();
-    const int64_t kind = v[0], slot = v[1], position = v[2], tokens = v[3], rows = v[4];
-    if (kind == kStop || kind == kHeartbeat) {
-      if (!last) sends.send(head, next, kForwardTag);
-      if (kind == kStop) break;
+    auto [h, input] = recv_packet(world, rank - 1, kForwardTag, hidden, /*result=*/false);
+    if (h.kind == kStop || h.kind == kHeartbeat) {
+      if (!last) send_packet(sends, next, kForwardTag, h, {}, hidden);
+      if (h.kind == kStop) break;
       continue;
     }
-    if (kind != kRun || tokens < 1 || rows < 1 || rows > tokens)
-      throw CommError("rank " + std::to_string(rank) + " received a malformed pipeline header from rank " +
-                      std::to_string(rank - 1) + ": every rank must run the same fedsplit");
-    auto hidden = torch::empty({tokens, stage.config().hidden_size}, torch::kFloat);
-    world.recv(hidden, rank - 1, kForwardTag);
-    auto out = stage.run_layers(slot, hidden.to(stage.device()), position);
-    if (last) {
-      out = stage.head(out.slice(0, tokens - rows));
-      sends.send(head, next, kResultTag);
-      sends.send(out, next, kResultTag);
-    } else {
-      sends.send(head, next, kForwardTag);
-      sends.send(out, next, kForwardTag);
-    }
+    auto out = stage.run_layers(h.slot, input.to(stage.device()), h.position);
+    if (last) send_packet(sends, next, kResultTag, h, stage.head(out.slice(0, h.tokens - h.rows)), vocab);
+    else send_packet(sends, next, kForwardTag, h, out, hidden);
   }
   sends.drain();
 }

@@ -1,9 +1,11 @@
 // The pipeline of an export's stages: rank 0 holds stage 0 (the embedding and the first blocks)
 // and drives; rank s holds stage s; the last rank's head answers rank 0. Activations travel stage
-// to stage over c10d point-to-point (World::isend / recv), each as a header then a payload:
+// to stage over c10d point-to-point (World::isend / recv), each as one fp32 packet:
 //
-//   header  int64 [5]: kind (run | heartbeat | stop), slot, position, tokens T, rows wanted
-//   payload fp32 [T, hidden] between stages; fp32 [rows, vocab] logits from the last to rank 0
+//   header   kind (run | heartbeat | stop), slot, position, tokens T, rows wanted (floats, exact
+//            below 2^24), then the payload's row when it has one (a decode step: one message a hop)
+//   payload  [T, hidden] between stages; [rows, vocab] logits from the last to rank 0; with more
+//            than one row it follows the packet as a message of its own
 //
 // Every stage keeps one KV cache per slot, so up to `slots` sequences are in flight at once and the
 // stages work on different ones at the same time. Every message keeps its order on its link, so

@@ -63,7 +63,11 @@ class CliServe : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete tmp_; }
   static std::string manifest(const std::string& stages) { return *tmp_ / ("s" + stages + "/manifest.json"); }
-  static std::string requests() { return " --max-tokens 8 < " + (*tmp_ / "requests.txt") + " 2>&1"; }
+  // stderr goes to its own file: under mpirun the ranks' stderr lines could land inside a JSON line.
+  static std::string requests() {
+    const std::string err = *tmp_ / "stderr.txt";
+    return " --max-tokens 8 < " + (*tmp_ / "requests.txt") + " 2>" + err + "; rc=$?; cat " + err + "; exit $rc";
+  }
   static TempDir* tmp_;
 };
 TempDir* CliServe::tmp_ = nullptr;
