@@ -5,6 +5,11 @@
 #include <cstdio>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
+#include <sstream>
+#include <vector>
+
 #include "tests/test_support.h"
 
 namespace fedsplit::testing {
@@ -35,6 +40,26 @@ inline bool have_command(const std::string& program) {
 /// Runs `fedsplit <args>` in `cwd`, capturing its output.
 inline CommandResult run_fedsplit(const std::string& args, const std::string& cwd = ".") {
   return run_command("cd '" + cwd + "' && '" + std::string(FEDSPLIT_BINARY) + "' " + args + " 2>&1");
+}
+
+/// The lines of `text` that are JSON objects, parsed (a command's answers; other lines skipped).
+inline std::vector<nlohmann::json> json_lines(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+/// A recipe training a tiny llama (2 blocks of 32, 30 steps) on the fixture text into tmp/base,
+/// the model the engine's CLI tests export.
+inline std::string tiny_base_recipe(const TempDir& tmp) {
+  const std::string tokenizers = fixtures() + "/hf-tiny/tokenizers/";
+  return "[run]\ndir = " + (tmp / "base") + "\nseed = 7\nthreads = 2\ndevice = cpu\n\n[data]\ncorpus = " + tokenizers +
+         "training-text.txt\ntokenizer = " + tokenizers + "spm-bpe.model\nseq_len = 32\nbatch_size = 8\n"
+         "val_fraction = 0.1\ncache_dir = " + (tmp / "cache") +
+         "\n\n[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"
+         "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 1\n";
 }
 
 }  // namespace fedsplit::testing

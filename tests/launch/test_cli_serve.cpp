@@ -11,7 +11,6 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sstream>
 
 #include "tests/launch/cli_helpers.h"
 #include "tests/test_support.h"
@@ -19,14 +18,6 @@
 using namespace fedsplit::testing;
 
 namespace {
-
-std::vector<nlohmann::json> json_lines(const std::string& text) {
-  std::vector<nlohmann::json> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line));
-  return out;
-}
 
 // The answers without their timings, which differ from run to run.
 std::vector<nlohmann::json> untimed(std::vector<nlohmann::json> answers) {
@@ -43,13 +34,7 @@ class CliServe : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new TempDir("cli_serve");
-    const std::string tokenizers = fixtures() + "/hf-tiny/tokenizers/";
-    write_text(*tmp_ / "base.ini",
-               "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 3\nthreads = 2\ndevice = cpu\n\n[data]\ncorpus = " +
-                   tokenizers + "training-text.txt\ntokenizer = " + tokenizers +
-                   "spm-bpe.model\nseq_len = 32\nbatch_size = 8\nval_fraction = 0.1\ncache_dir = " + (*tmp_ / "cache") +
-                   "\n\n[model]\nhidden_size = 32\nlayers = 2\nheads = 4\nkv_heads = 2\nmax_position = 64\n\n"
-                   "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 1\n");
+    write_text(*tmp_ / "base.ini", tiny_base_recipe(*tmp_));
     auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     for (const std::string stages : {"1", "2"}) {
