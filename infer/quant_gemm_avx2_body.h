@@ -52,46 +52,61 @@ constexpr int64_t block_bytes() {
 
 // R weight rows x C groups of 8 activation rows, all blocks: R * C float accumulators stay in
 // registers while each weight chunk is loaded once per C groups and each activation chunk once per R
-// rows. Rows r0.., groups g0..; writes only activation rows < batch.
+// rows. Rows r0.., groups g0..; writes only activation rows < batch. The loops are unrolled by
+// pragma: at -O2 GCC would otherwise keep the accumulator arrays on the stack.
 template <GgmlType Type, int R, int C>
 void gemm_tile(const uint8_t* w, int64_t row_bytes, int64_t r0, const PackedActs& a, int64_t g0, int64_t batch,
                float* y, int64_t y_stride) {
   constexpr int64_t BB = block_bytes<Type>();
   __m256 facc[R][C];
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) facc[r][c] = _mm256_setzero_ps();
   for (int64_t b = 0; b < a.blocks; ++b) {
     __m256i iacc[R][C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) {
       // Start from -Bias * sum(x), so the accumulator ends at the signed dot.
       const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sums + ((g0 + c) * a.blocks + b) * 8));
       const __m256i start = _mm256_mullo_epi32(s, _mm256_set1_epi32(-bias<Type>()));
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) iacc[r][c] = start;
     }
     const int8_t* xb[C];
+#pragma GCC unroll 8
     for (int c = 0; c < C; ++c) xb[c] = a.codes + ((g0 + c) * a.blocks + b) * 256;
+#pragma GCC unroll 8
     for (int i = 0; i < 8; ++i) {
       __m256i x[C];
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) x[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb[c] + 32 * i));
+#pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
         const __m256i u = weight_chunk<Type>(w + (r0 + r) * row_bytes + b * BB, i);
+#pragma GCC unroll 8
         for (int c = 0; c < C; ++c) iacc[r][c] = chunk_dot<Type>(iacc[r][c], u, x[c]);
       }
     }
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const __m256 dw = _mm256_set1_ps(load_fp16(w + (r0 + r) * row_bytes + b * BB));
+#pragma GCC unroll 8
       for (int c = 0; c < C; ++c) {
         const __m256 dx = _mm256_loadu_ps(a.scales + ((g0 + c) * a.blocks + b) * 8);
         facc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r][c]), _mm256_mul_ps(dw, dx), facc[r][c]);
       }
     }
   }
+#pragma GCC unroll 8
   for (int c = 0; c < C; ++c) {
     const int64_t n0 = (g0 + c) * 8;
     const int64_t lanes = std::min<int64_t>(8, batch - n0);
+#pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       alignas(32) float out[8];
       _mm256_store_ps(out, facc[r][c]);
+#pragma GCC unroll 8
       for (int64_t k = 0; k < lanes; ++k) y[(n0 + k) * y_stride + r0 + r] = out[k];
     }
   }
@@ -143,18 +158,18 @@ void gemv_rows(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, cons
   constexpr int64_t BB = block_bytes<Type>();
   for (int64_t r = r0; r < r1; r += 8) {
     const uint8_t* row[8];
+#pragma GCC unroll 8
     for (int k = 0; k < 8; ++k) row[k] = w + std::min(r + k, r1 - 1) * row_bytes;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kBlock));
       __m256i v[8];
-      uint16_t d[8];
-      for (int k = 0; k < 8; ++k) {
-        v[k] = block_partials<Type>(row[k] + b * BB, x);
-        std::memcpy(&d[k], row[k] + b * BB, 2);
-      }
+#pragma GCC unroll 8
+      for (int k = 0; k < 8; ++k) v[k] = block_partials<Type>(row[k] + b * BB, x);
       const __m256i dot = _mm256_sub_epi32(reduce8(v), _mm256_set1_epi32(bias<Type>() * xsum[b]));
-      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(d)));
+      // Inserted one by one: a store-and-reload through memory would stall on store forwarding.
+      auto h = [&](int k) { return *reinterpret_cast<const short*>(row[k] + b * BB); };
+      const __m256 dw = _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)));
       acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(xs[b])), acc);
     }
     alignas(32) float out[8];
