@@ -19,16 +19,17 @@ constexpr int32_t bias() {
 
 template <GgmlType Type>
 __m256i weight_chunk(const uint8_t* blk, int i) {
-  int32_t v;
+  // Broadcast straight from memory (a load-port operation); the shift stays in vector registers.
+  auto broadcast = [](const uint8_t* p) {
+    return _mm256_castps_si256(_mm256_broadcast_ss(reinterpret_cast<const float*>(p)));
+  };
   if (Type == GgmlType::Q8_0) {
-    std::memcpy(&v, blk + 2 + 4 * i, 4);
-    const __m256i w = _mm256_set1_epi32(v);
+    const __m256i w = broadcast(blk + 2 + 4 * i);
     return bias<Type>() != 0 ? _mm256_xor_si256(w, _mm256_set1_epi8(static_cast<char>(0x80))) : w;
   }
   // Weights 4i..4i+3: low nibbles of bytes 4i.. for i < 4, high nibbles of bytes 4(i-4).. after.
-  std::memcpy(&v, blk + 2 + 4 * (i & 3), 4);
-  const __m256i w = _mm256_set1_epi32(i < 4 ? v : v >> 4);
-  return _mm256_and_si256(w, _mm256_set1_epi8(0x0F));
+  const __m256i w = broadcast(blk + 2 + 4 * (i & 3));
+  return _mm256_and_si256(i < 4 ? w : _mm256_srli_epi16(w, 4), _mm256_set1_epi8(0x0F));
 }
 
 // acc + the eight 4-byte dot products of u (weights) and x (activations).

@@ -5,7 +5,9 @@
 //   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS bench/infer/quant_matmul_bench.cpp \
 //       infer/thread_pool.cpp infer/quant_kernels.cpp quant_kernels_avx2.o compress/gguf_quant.cpp \
 //       -lpthread -o quant_matmul_bench
-//   ./quant_matmul_bench [T = 110] [reps = 9]
+//   ./quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
+// On a shared machine, `perf stat -e cycles:u ./quant_matmul_bench 110 9 1` compares kernels by
+// their own cycles (the work is fixed), which other processes disturb far less than time.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -32,6 +34,7 @@ std::vector<uint8_t> random_weights(GgmlType type, int64_t rows, int64_t cols, s
 int main(int argc, char** argv) {
   const int64_t T = argc > 1 ? std::atoll(argv[1]) : 110;
   const int reps = argc > 2 ? std::atoi(argv[2]) : 9;
+  const int max_threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const int64_t shapes[4][2] = {{384, 384}, {1024, 384}, {384, 1024}, {8192, 384}};
   std::mt19937 rng(7);
   std::printf("kernel %s, T %lld\n", quant_kernel_name(), static_cast<long long>(T));
@@ -43,7 +46,7 @@ int main(int argc, char** argv) {
       std::normal_distribution<float> dist(0.0f, 1.0f);
       for (float& v : x) v = dist(rng);
       std::vector<float> y(static_cast<size_t>(T * s[0]));
-      for (int threads : {1, 2}) {
+      for (int threads = 1; threads <= max_threads; ++threads) {
         // Enough calls per rep for ~20 ms, so the timer and pool wake-up do not dominate.
         const double macs = static_cast<double>(s[0]) * s[1] * T;
         const int calls = std::max(1, static_cast<int>(4e8 / macs));
