@@ -70,7 +70,10 @@ void gemm_tile(const uint8_t* w, int64_t row_bytes, int64_t r0, const PackedActs
     for (int c = 0; c < C; ++c) {
       // Start from -Bias * sum(x), so the accumulator ends at the signed dot.
       const __m256i s = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.sums + ((g0 + c) * a.blocks + b) * 8));
-      const __m256i start = _mm256_mullo_epi32(s, _mm256_set1_epi32(-bias<Type>()));
+      // Bias is 0, 8 or 128: a shift, not the slow mullo.
+      constexpr int shift = bias<Type>() == 8 ? 3 : 7;
+      const __m256i start = bias<Type>() == 0 ? _mm256_setzero_si256()
+                                              : _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(s, shift));
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) iacc[r][c] = start;
     }
