@@ -91,21 +91,18 @@ bool cpu_has_vnni() {
 #endif
 }
 
+#if defined(FEDSPLIT_AVX2_KERNELS)
 struct AvxKernels {
   GemmRows gemm;
   GemvRows gemv;
 };
 
 AvxKernels pick_avx(GgmlType type) {
-#if defined(FEDSPLIT_AVX2_KERNELS)
   const bool q8 = type == GgmlType::Q8_0;
   if (cpu_has_vnni()) return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni} : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni};
   return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2} : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2};
-#else
-  (void)type;
-  return AvxKernels{nullptr, nullptr};
-#endif
 }
+#endif
 
 void check_matrix(const QuantMatrix& w, int64_t batch) {
   if (w.type != GgmlType::Q8_0 && w.type != GgmlType::Q4_0)
