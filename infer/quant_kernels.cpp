@@ -80,11 +80,12 @@ bool cpu_has_avx2() {
 
 bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
 
-// AVX512-VNNI's dpbusd (256-bit form, so also AVX512-VL) replaces two AVX2 instructions per block
-// with one; the results are identical.
+// AVX512-VNNI's dpbusd (with -VL and -BW for the 256- and 512-bit forms) replaces two or three
+// AVX2 instructions per product; the results are identical.
 bool cpu_has_vnni() {
 #if defined(FEDSPLIT_AVX2_KERNELS)
-  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw");
   return has && !g_no_vnni.load(std::memory_order_relaxed);
 #else
   return false;
@@ -190,7 +191,7 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
   const int64_t blocks = w.cols / kBlock;
   const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
   const bool gemm = batch >= kGemmMinBatch;
-  const int64_t groups = (batch + 7) / 8;
+  const int64_t groups = 2 * ((batch + 15) / 16);  // even: a 16-lane load never leaves the buffer
   std::vector<float> xs(static_cast<size_t>(batch * blocks));
   std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
   std::vector<int32_t> xsum(static_cast<size_t>(batch * blocks));
@@ -209,10 +210,11 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
         for (int j = 0; j < kBlock; ++j) sum += q[b * kBlock + j];
         xsum[n * blocks + b] = sum;
         if (!gemm) continue;
-        const int64_t at = (n / 8) * blocks + b, lane = n % 8;
-        for (int i = 0; i < 8; ++i) std::memcpy(&pcodes[at * 256 + 32 * i + 4 * lane], q + b * kBlock + 4 * i, 4);
-        pscales[at * 8 + lane] = s[b];
-        psums[at * 8 + lane] = sum;
+        const int64_t g = n / 8, lane = n % 8;
+        for (int i = 0; i < 8; ++i)
+          std::memcpy(&pcodes[((b * 8 + i) * groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
+        pscales[(b * groups + g) * 8 + lane] = s[b];
+        psums[(b * groups + g) * 8 + lane] = sum;
       }
     }
   });
@@ -220,7 +222,7 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
   // GEMV steps give each output the same bits wherever a split falls.
   constexpr int64_t kUnit = 16;
   const AvxKernels k = pick_avx(w.type);
-  const PackedActs acts{pcodes.data(), pscales.data(), psums.data(), blocks};
+  const PackedActs acts{pcodes.data(), pscales.data(), psums.data(), blocks, groups};
   parallel_for(threads_for(w, batch, threads), (w.rows + kUnit - 1) / kUnit, [&](int64_t u0, int64_t u1) {
     const int64_t r0 = u0 * kUnit, r1 = std::min(w.rows, u1 * kUnit);
     if (gemm) {

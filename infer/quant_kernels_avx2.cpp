@@ -19,11 +19,17 @@ namespace avx2 {
 }  // namespace avx2
 }  // namespace
 
-// The same kernels with dpbusd; quant_kernels.cpp calls them only when the CPU has AVX512-VNNI
-// and AVX512-VL (the 256-bit form), so only these functions carry those target options. VL also
-// gives 32 vector registers, hence the larger tile.
+// The same kernels with dpbusd; quant_kernels.cpp calls them only when the CPU has AVX512-VNNI,
+// -VL and -BW, so only these functions carry those target options. The GEMM tile uses 512-bit
+// registers (16 activation rows per vector, 32 registers, hence 4 weight rows x 32 activation rows).
+#ifndef VNNI_LANES  // -DVNNI_LANES=vnni::Lanes8 compares the 256-bit tile
+#define VNNI_LANES vnni::Lanes16
+#endif
 #pragma GCC push_options
-#pragma GCC target("avx512vnni,avx512vl")
+#pragma GCC target("avx512f,avx512bw,avx512vnni,avx512vl")
+// GCC 12 warns inside avx512fintrin.h (its _mm512_undefined_* placeholders), not about this code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace {
 namespace vnni {
 #define FEDSPLIT_QUANT_VNNI 1
@@ -35,12 +41,12 @@ namespace vnni {
 
 void gemm_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
                     int64_t batch, float* y, int64_t y_stride) {
-  vnni::gemm_rows_c<GgmlType::Q8_0, 4, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
+  vnni::gemm_rows_c<VNNI_LANES, GgmlType::Q8_0, 4, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
 }
 
 void gemm_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
                     int64_t batch, float* y, int64_t y_stride) {
-  vnni::gemm_rows_c<GgmlType::Q4_0, 4, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
+  vnni::gemm_rows_c<VNNI_LANES, GgmlType::Q4_0, 4, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
 }
 
 void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
@@ -52,6 +58,7 @@ void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y) {
   vnni::gemv_rows<GgmlType::Q4_0>(w, row_bytes, r0, r1, xs, xq, xsum, blocks, y);
 }
+#pragma GCC diagnostic pop
 #pragma GCC pop_options
 
 using namespace avx2;
@@ -98,12 +105,12 @@ void quantize_row_avx2(const float* x, int64_t cols, float* scales, int8_t* code
 // 16 registers only: a 2 x 2 tile.
 void gemm_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
                     int64_t batch, float* y, int64_t y_stride) {
-  gemm_rows_c<GgmlType::Q8_0, 2, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
+  gemm_rows_c<Lanes8, GgmlType::Q8_0, 2, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
 }
 
 void gemm_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
                     int64_t batch, float* y, int64_t y_stride) {
-  gemm_rows_c<GgmlType::Q4_0, 2, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
+  gemm_rows_c<Lanes8, GgmlType::Q4_0, 2, 2>(w, row_bytes, r0, r1, a, batch, y, y_stride);
 }
 
 void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,

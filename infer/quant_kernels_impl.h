@@ -12,14 +12,17 @@ constexpr int64_t kQ4_0Bytes = 18;
 /// activation (`xs`: one float scale per block, `xq`: 32 int8 codes per block).
 using RowDot = float (*)(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
 
-/// Quantized activation rows packed for the AVX2 GEMM: groups of 8 rows (the last one padded with
-/// zero codes and scales). For group g and block b, at index g * blocks + b: 256 codes (chunk i of 32
-/// bytes holds codes 4i..4i+3 of each of the 8 rows in turn), 8 scales and 8 code sums (int32).
+/// Quantized activation rows packed for the AVX2 GEMM, in groups of 8 rows (`groups` of them, an
+/// even number, the padding rows zero codes and scales). For block b and chunk i (codes 4i..4i+3),
+/// the groups' 32-byte chunks lie side by side from codes + (b * 8 + i) * groups * 32, each holding
+/// the 4 codes of its 8 rows in turn, so 8 or 16 rows' chunks are one load; scales and code sums
+/// (int32) of block b: 8 per group, side by side from (b * groups) * 8.
 struct PackedActs {
   const int8_t* codes;
   const float* scales;
   const int32_t* sums;
   int64_t blocks;
+  int64_t groups;
 };
 
 /// Rows [r0, r1) of W (rows of row_bytes at w) times all `batch` packed activation rows:
