@@ -2,10 +2,10 @@
 // 8192x384) with T activation rows, Q8_0 and Q4_0, on 1 and 2 threads; prints the median GMAC/s
 // and best of `reps` runs (the best is steadier on a shared machine). Torch-free; from the repository root:
 //   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS -c infer/quant_kernels_avx2.cpp -mavx2 -mfma -mf16c
-//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS bench/infer/quant_matmul_bench.cpp \
-//       infer/thread_pool.cpp infer/quant_kernels.cpp quant_kernels_avx2.o compress/gguf_quant.cpp \
-//       -lpthread -o quant_matmul_bench
-//   ./quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
+//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS bench/infer/quant_matmul_bench.cpp
+//       infer/thread_pool.cpp infer/quant_kernels.cpp quant_kernels_avx2.o compress/gguf_quant.cpp
+//       -lpthread -o quant_matmul_bench    (one command)
+//   [NO_VNNI=1] ./quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
 // On a shared machine, `perf stat -e cycles:u ./quant_matmul_bench 110 9 1` compares kernels by
 // their own cycles (the work is fixed), which other processes disturb far less than time.
 #include <algorithm>
@@ -17,6 +17,7 @@
 
 #include "compress/gguf_quant.h"
 #include "infer/quant_kernels.h"
+#include "infer/quant_kernels_impl.h"
 
 using namespace fedsplit;
 
@@ -36,8 +37,10 @@ int main(int argc, char** argv) {
   const int reps = argc > 2 ? std::atoi(argv[2]) : 9;
   const int max_threads = argc > 3 ? std::atoi(argv[3]) : 2;
   const int64_t shapes[4][2] = {{384, 384}, {1024, 384}, {384, 1024}, {8192, 384}};
+  // NO_VNNI=1 times the plain AVX2 kernels on a CPU that has AVX512-VNNI.
+  if (const char* v = std::getenv("NO_VNNI"); v != nullptr && v[0] == '1') quant_detail::force_no_vnni(true);
   std::mt19937 rng(7);
-  std::printf("kernel %s, T %lld\n", quant_kernel_name(), static_cast<long long>(T));
+  std::printf("kernel %s%s, T %lld\n", quant_kernel_name(), quant_detail::vnni_in_use() ? " (vnni)" : "", static_cast<long long>(T));
   for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
     for (const auto& s : shapes) {
       const auto bytes = random_weights(type, s[0], s[1], rng);
