@@ -166,19 +166,32 @@ void gemm_tile(const uint8_t* w, int64_t row_bytes, int64_t r0, const PackedActs
   }
 }
 
-// Rows [r0, r1) against all activation rows: R x C tiles, then narrower ones at the edges.
+// R rows from r against all activation rows: C groups at a time, then single groups.
+template <class V, GgmlType Type, int R, int C>
+void gemm_row_block(const uint8_t* w, int64_t row_bytes, int64_t r, const PackedActs& a, int64_t batch, float* y,
+                    int64_t y_stride) {
+  constexpr int64_t L = V::L;
+  int64_t n = 0;
+  for (; n + C * L <= batch; n += C * L) gemm_tile<V, Type, R, C>(w, row_bytes, r, a, n, batch, y, y_stride);
+  for (; n < batch; n += L) gemm_tile<V, Type, R, 1>(w, row_bytes, r, a, n, batch, y, y_stride);
+}
+
+// Rows [r0, r1): R-row blocks, then at most one block each of 4, 2 and 1 rows for the rest.
 template <class V, GgmlType Type, int R, int C>
 void gemm_rows_c(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a, int64_t batch,
                  float* y, int64_t y_stride) {
-  constexpr int64_t L = V::L;
+  static_assert(R <= 7, "the tail handles at most 7 rows");
   int64_t r = r0;
-  for (; r + R <= r1; r += R) {
-    int64_t n = 0;
-    for (; n + C * L <= batch; n += C * L) gemm_tile<V, Type, R, C>(w, row_bytes, r, a, n, batch, y, y_stride);
-    for (; n < batch; n += L) gemm_tile<V, Type, R, 1>(w, row_bytes, r, a, n, batch, y, y_stride);
+  for (; r + R <= r1; r += R) gemm_row_block<V, Type, R, C>(w, row_bytes, r, a, batch, y, y_stride);
+  if (R > 4 && r + 4 <= r1) {
+    gemm_row_block<V, Type, 4, C>(w, row_bytes, r, a, batch, y, y_stride);
+    r += 4;
   }
-  for (; r < r1; ++r)
-    for (int64_t n = 0; n < batch; n += L) gemm_tile<V, Type, 1, 1>(w, row_bytes, r, a, n, batch, y, y_stride);
+  if (R > 2 && r + 2 <= r1) {
+    gemm_row_block<V, Type, 2, C>(w, row_bytes, r, a, batch, y, y_stride);
+    r += 2;
+  }
+  if (r < r1) gemm_row_block<V, Type, 1, C>(w, row_bytes, r, a, batch, y, y_stride);
 }
 
 // The 8 int32 partial sums of one weight block (row p) with the activation block xq: u = unsigned

@@ -218,9 +218,9 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
       }
     }
   });
-  // The pool splits W's rows in units of 16 (a multiple of every tile height); the tiles and
-  // GEMV steps give each output the same bits wherever a split falls.
-  constexpr int64_t kUnit = 16;
+  // The pool splits W's rows in units of 24 (a multiple of the tile heights 6 and 2 and of the
+  // GEMV's 8); the tiles and GEMV steps give each output the same bits wherever a split falls.
+  constexpr int64_t kUnit = 24;
   const AvxKernels k = pick_avx(w.type);
   const PackedActs acts{pcodes.data(), pscales.data(), psums.data(), blocks, groups};
   parallel_for(threads_for(w, batch, threads), (w.rows + kUnit - 1) / kUnit, [&](int64_t u0, int64_t u1) {
