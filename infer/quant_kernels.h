@@ -8,11 +8,11 @@
 // with AVX512-VNNI's dpbusd where present) and a portable one; both compute the same integer dots
 // and differ only in float rounding (the AVX2 kernels fuse the multiply-add).
 //
-// The AVX2 quant_matmul is a tiled GEMM from 4 activation rows on: a register tile of 4 (VNNI;
-// 2 without) weight rows x 16 activation rows, lanes = activation rows, the activation codes packed
-// so that one broadcast 4-byte weight chunk meets 8 rows' codes at once. Below 4 rows (and for
-// quant_matvec) an 8-weight-row GEMV runs, lanes = weight rows. Both use the weights as GGUF stores
-// them: no repacking, no extra memory.
+// The AVX2 quant_matmul is a tiled GEMM from 4 activation rows on: register tiles of 6 weight rows
+// x 32 activation rows (AVX512-VNNI, 512-bit registers) or 2 x 16 (AVX2), lanes = activation rows,
+// the activation codes packed so that one broadcast 4-byte weight chunk meets 8 or 16 rows' codes at
+// once. Below 4 rows (and for quant_matvec) an 8-weight-row GEMV runs, lanes = weight rows. Both
+// read the weights as GGUF stores them: no repacking, no extra memory, no API change.
 //
 // Threads come from the persistent pool of infer/thread_pool.h.
 //
