@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -79,33 +80,30 @@ bool cpu_has_avx2() {
 
 bool use_avx2() { return !g_force_portable.load(std::memory_order_relaxed) && cpu_has_avx2(); }
 
-// AVX512-VNNI's dpbusd (256-bit form, so also AVX512-VL) replaces two AVX2 instructions per block
-// with one; the results are identical.
+// AVX512-VNNI's dpbusd (with -VL and -BW for the 256- and 512-bit forms) replaces two or three
+// AVX2 instructions per product; the results are identical.
 bool cpu_has_vnni() {
 #if defined(FEDSPLIT_AVX2_KERNELS)
-  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+  static const bool has = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512bw");
   return has && !g_no_vnni.load(std::memory_order_relaxed);
 #else
   return false;
 #endif
 }
 
-// The batched dots where a kernel has them; null means "call the RowDot per activation row".
-RowDot4 pick_dot4(GgmlType type) {
 #if defined(FEDSPLIT_AVX2_KERNELS)
-  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot4_q8_0_vnni : dot4_q4_0_vnni;
-  if (use_avx2()) return type == GgmlType::Q8_0 ? dot4_q8_0_avx2 : dot4_q4_0_avx2;
-#endif
-  return nullptr;
-}
+struct AvxKernels {
+  GemmRows gemm;
+  GemvRows gemv;
+};
 
-RowDot pick_dot(GgmlType type) {
-#if defined(FEDSPLIT_AVX2_KERNELS)
-  if (use_avx2() && cpu_has_vnni()) return type == GgmlType::Q8_0 ? dot_q8_0_vnni : dot_q4_0_vnni;
-  if (use_avx2()) return type == GgmlType::Q8_0 ? dot_q8_0_avx2 : dot_q4_0_avx2;
-#endif
-  return type == GgmlType::Q8_0 ? dot_q8_0_portable : dot_q4_0_portable;
+AvxKernels pick_avx(GgmlType type) {
+  const bool q8 = type == GgmlType::Q8_0;
+  if (cpu_has_vnni()) return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni} : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni};
+  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2} : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2};
 }
+#endif
 
 void check_matrix(const QuantMatrix& w, int64_t batch) {
   if (w.type != GgmlType::Q8_0 && w.type != GgmlType::Q4_0)
@@ -147,24 +145,16 @@ void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* co
   }
 }
 
-// Rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that a tile of
-// W stays in cache across the batch; four activation rows at a time where `dot4` exists. Every
-// output is the same arithmetic either way. y[n * rows + r].
-void run_rows(const QuantMatrix& w, RowDot dot, RowDot4 dot4, int64_t r0, int64_t r1, const float* xs,
-              const int8_t* xq, int64_t batch, float* y) {
+// Portable: rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that
+// a tile of W stays in cache across the batch. y[n * rows + r].
+void run_rows_portable(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs, const int8_t* xq,
+                       int64_t batch, float* y) {
   constexpr int64_t kRowTile = 16;
   const int64_t blocks = w.cols / kBlock;
   const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(r1, t0 + kRowTile);
-    int64_t n = 0;
-    if (dot4 != nullptr) {
-      for (; n + 4 <= batch; n += 4)
-        for (int64_t r = t0; r < t1; ++r)
-          dot4(w.data + r * row_bytes, xs + n * blocks, blocks, xq + n * w.cols, w.cols, blocks,
-               y + n * w.rows + r, w.rows);
-    }
-    for (; n < batch; ++n) {
+    for (int64_t n = 0; n < batch; ++n) {
       const float* s = xs + n * blocks;
       const int8_t* q = xq + n * w.cols;
       float* yn = y + n * w.rows;
@@ -173,33 +163,88 @@ void run_rows(const QuantMatrix& w, RowDot dot, RowDot4 dot4, int64_t r0, int64_
   }
 }
 
+// Threads only pay off past ~64K multiply-adds.
+int threads_for(const QuantMatrix& w, int64_t batch, int threads) {
+  constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
+  return w.rows * w.cols * batch < kMinWorkForThreads ? 1 : threads;
+}
+
+void matmul_portable(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
+  const int64_t blocks = w.cols / kBlock;
+  std::vector<float> xs(static_cast<size_t>(batch * blocks));
+  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
+  parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) quantize_activation(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
+  });
+  const RowDot dot = w.type == GgmlType::Q8_0 ? dot_q8_0_portable : dot_q4_0_portable;
+  parallel_for(threads_for(w, batch, threads), w.rows, [&](int64_t r0, int64_t r1) {
+    run_rows_portable(w, dot, r0, r1, xs.data(), xq.data(), batch, y);
+  });
+}
+
+#if defined(FEDSPLIT_AVX2_KERNELS)
+// From this many activation rows on, the GEMM tile (lanes = activation rows) beats one GEMV per row.
+// Both give the same bits, so the switch point changes speed only.
+constexpr int64_t kGemmMinBatch = 4;
+
+void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
+  const int64_t blocks = w.cols / kBlock;
+  const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
+  const bool gemm = batch >= kGemmMinBatch;
+  const int64_t groups = 2 * ((batch + 15) / 16);  // even: a 16-lane load never leaves the buffer
+  std::vector<float> xs(static_cast<size_t>(batch * blocks));
+  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
+  std::vector<int32_t> xsum(static_cast<size_t>(batch * blocks));
+  // Zero-filled, so the padding rows of the last group contribute nothing.
+  std::vector<int8_t> pcodes(gemm ? static_cast<size_t>(groups * blocks * 256) : 0);
+  std::vector<float> pscales(gemm ? static_cast<size_t>(groups * blocks * 8) : 0);
+  std::vector<int32_t> psums(pscales.size());
+  // Quantizing and packing are per row and exact, so threads may share them out.
+  parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      float* s = xs.data() + n * blocks;
+      int8_t* q = xq.data() + n * w.cols;
+      quantize_row_avx2(x + n * w.cols, w.cols, s, q);
+      for (int64_t b = 0; b < blocks; ++b) {
+        int32_t sum = 0;
+        for (int j = 0; j < kBlock; ++j) sum += q[b * kBlock + j];
+        xsum[n * blocks + b] = sum;
+        if (!gemm) continue;
+        const int64_t g = n / 8, lane = n % 8;
+        for (int i = 0; i < 8; ++i)
+          std::memcpy(&pcodes[((b * 8 + i) * groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
+        pscales[(b * groups + g) * 8 + lane] = s[b];
+        psums[(b * groups + g) * 8 + lane] = sum;
+      }
+    }
+  });
+  // The pool splits W's rows in units of 24 (a multiple of the tile heights 6 and 2 and of the
+  // GEMV's 8); the tiles and GEMV steps give each output the same bits wherever a split falls.
+  constexpr int64_t kUnit = 24;
+  const AvxKernels k = pick_avx(w.type);
+  const PackedActs acts{pcodes.data(), pscales.data(), psums.data(), blocks, groups};
+  parallel_for(threads_for(w, batch, threads), (w.rows + kUnit - 1) / kUnit, [&](int64_t u0, int64_t u1) {
+    const int64_t r0 = u0 * kUnit, r1 = std::min(w.rows, u1 * kUnit);
+    if (gemm) {
+      k.gemm(w.data, row_bytes, r0, r1, acts, batch, y, w.rows);
+      return;
+    }
+    for (int64_t n = 0; n < batch; ++n)
+      k.gemv(w.data, row_bytes, r0, r1, xs.data() + n * blocks, xq.data() + n * w.cols, xsum.data() + n * blocks,
+             blocks, y + n * w.rows);
+  });
+}
+#endif
+
 }  // namespace
 
 void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
   check_matrix(w, batch);
   if (w.rows == 0 || batch == 0) return;
-  const int64_t blocks = w.cols / kBlock;
-  std::vector<float> xs(static_cast<size_t>(batch * blocks));
-  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
-  // Quantizing is per row and exact, so threads may share it out (a prompt batch is long enough).
-  auto quantize = quantize_activation;
 #if defined(FEDSPLIT_AVX2_KERNELS)
-  if (use_avx2()) quantize = quantize_row_avx2;
+  if (use_avx2()) return matmul_avx2(w, x, batch, y, threads);
 #endif
-  parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n)
-      quantize(x + n * w.cols, w.cols, xs.data() + n * blocks, xq.data() + n * w.cols);
-  });
-
-  const RowDot dot = pick_dot(w.type);
-  const RowDot4 dot4 = pick_dot4(w.type);
-  // Threads only pay off past ~64K multiply-adds. The pool splits the rows of W; each output is
-  // still one dot call, so the split does not change any result.
-  constexpr int64_t kMinWorkForThreads = int64_t{1} << 16;
-  const int nthreads = w.rows * w.cols * batch < kMinWorkForThreads ? 1 : threads;
-  parallel_for(nthreads, w.rows, [&](int64_t r0, int64_t r1) {
-    run_rows(w, dot, dot4, r0, r1, xs.data(), xq.data(), batch, y);
-  });
+  matmul_portable(w, x, batch, y, threads);
 }
 
 void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {

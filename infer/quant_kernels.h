@@ -4,14 +4,23 @@
 // As in llama.cpp, the activation is quantized on the fly to Q8 blocks of 32 (float scale
 // absmax / 127, int8 codes rounded to nearest even), so that each weight block costs one int8 x
 // int8 dot product accumulated in int32, scaled by d_w * d_x and summed in float. The matrix is
-// never dequantized. Two implementations: AVX2+FMA+F16C (chosen at run time when the CPU has them)
-// and a portable one; both compute the same integer dots and differ only in float summation order.
+// never dequantized. Two implementations: AVX2+FMA+F16C (chosen at run time when the CPU has them,
+// with AVX512-VNNI's dpbusd where present) and a portable one; both compute the same integer dots
+// and differ only in float rounding (the AVX2 kernels fuse the multiply-add).
+//
+// The AVX2 quant_matmul is a tiled GEMM from 4 activation rows on: register tiles of 6 weight rows
+// x 32 activation rows (AVX512-VNNI, 512-bit registers) or 2 x 16 (AVX2), lanes = activation rows,
+// the activation codes packed so that one broadcast 4-byte weight chunk meets 8 or 16 rows' codes at
+// once. Below 4 rows (and for quant_matvec) an 8-weight-row GEMV runs, lanes = weight rows. Both
+// read the weights as GGUF stores them: no repacking, no extra memory, no API change.
 //
 // Threads come from the persistent pool of infer/thread_pool.h.
 //
-// Determinism: every output element is computed by one thread with one dot-product call in a fixed
-// order, so results do not depend on the thread count, and quant_matmul's row n equals
-// quant_matvec of X[n] bit for bit.
+// Determinism: every output element (weight row r, activation row n) is one float accumulator,
+// acc = fma(float(dot of block b), d_w[b] * d_x[b], acc) for b = 0, 1, ... in order from 0 (the
+// portable kernels: acc += d_w[b] * d_x[b] * dot), whichever kernel, tile or thread computes it. So
+// results do not depend on the thread count, and quant_matmul's row n equals quant_matvec of X[n]
+// bit for bit.
 //
 // Torch-free, like compress/gguf_quant.h.
 #pragma once

@@ -8,14 +8,32 @@ constexpr int64_t kBlock = 32;
 constexpr int64_t kQ8_0Bytes = 34;
 constexpr int64_t kQ4_0Bytes = 18;
 
-/// The dot product of one weight row (`blocks` blocks of its type) with a Q8-quantized activation
-/// (`xs`: one float scale per block, `xq`: 32 int8 codes per block).
+/// The portable dot product of one weight row (`blocks` blocks of its type) with a Q8-quantized
+/// activation (`xs`: one float scale per block, `xq`: 32 int8 codes per block).
 using RowDot = float (*)(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
 
-/// RowDot of one weight row with four activation rows (k at xs + k * xs_stride, xq + k * xq_stride),
-/// writing out[k * out_stride]; each result bit for bit equal to the RowDot of that row.
-using RowDot4 = void (*)(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq,
-                         int64_t xq_stride, int64_t blocks, float* out, int64_t out_stride);
+/// Quantized activation rows packed for the AVX2 GEMM, in groups of 8 rows (`groups` of them, an
+/// even number, the padding rows zero codes and scales). For block b and chunk i (codes 4i..4i+3),
+/// the groups' 32-byte chunks lie side by side from codes + (b * 8 + i) * groups * 32, each holding
+/// the 4 codes of its 8 rows in turn, so 8 or 16 rows' chunks are one load; scales and code sums
+/// (int32) of block b: 8 per group, side by side from (b * groups) * 8.
+struct PackedActs {
+  const int8_t* codes;
+  const float* scales;
+  const int32_t* sums;
+  int64_t blocks;
+  int64_t groups;
+};
+
+/// Rows [r0, r1) of W (rows of row_bytes at w) times all `batch` packed activation rows:
+/// y[n * y_stride + r].
+using GemmRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
+                          int64_t batch, float* y, int64_t y_stride);
+
+/// Rows [r0, r1) of W times one quantized activation row (scales xs, codes xq, code sums xsum per
+/// block): y[r]. Bit for bit the GemmRows result for that activation row.
+using GemvRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
+                          const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 
 /// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).
 bool vnni_in_use();
@@ -26,22 +44,26 @@ float dot_q4_0_portable(const uint8_t* row, const float* xs, const int8_t* xq, i
 
 #if defined(FEDSPLIT_AVX2_KERNELS)
 // Compiled with -mavx2 -mfma -mf16c (quant_kernels_avx2.cpp): call only when the CPU has them.
-float dot_q8_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
-float dot_q4_0_avx2(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
 // quantize_activation with AVX2: the same float operations, so the same scales and codes.
 void quantize_row_avx2(const float* x, int64_t cols, float* scales, int8_t* codes);
-void dot4_q8_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
-                    int64_t blocks, float* out, int64_t out_stride);
-void dot4_q4_0_avx2(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
-                    int64_t blocks, float* out, int64_t out_stride);
+void gemm_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
+                    int64_t batch, float* y, int64_t y_stride);
+void gemm_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
+                    int64_t batch, float* y, int64_t y_stride);
+void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
+                    const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
+                    const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 // The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
 // CPU also has AVX512-VNNI and AVX512-VL.
-float dot_q8_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
-float dot_q4_0_vnni(const uint8_t* row, const float* xs, const int8_t* xq, int64_t blocks);
-void dot4_q8_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
-                    int64_t blocks, float* out, int64_t out_stride);
-void dot4_q4_0_vnni(const uint8_t* row, const float* xs, int64_t xs_stride, const int8_t* xq, int64_t xq_stride,
-                    int64_t blocks, float* out, int64_t out_stride);
+void gemm_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
+                    int64_t batch, float* y, int64_t y_stride);
+void gemm_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
+                    int64_t batch, float* y, int64_t y_stride);
+void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
+                    const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
+                    const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 #endif
 
 }  // namespace fedsplit::quant_detail

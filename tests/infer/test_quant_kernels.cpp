@@ -1,6 +1,7 @@
 // labels: unit
 // The engine's Q8_0 / Q4_0 CPU kernels: results against the dequantized matrix, AVX2 against
-// portable, thread counts and batch against single vectors bit for bit, and argument errors.
+// portable, thread counts and batch against single vectors bit for bit (around the AVX2 tile
+// sizes too), and argument errors.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -191,6 +192,76 @@ void expect_matmul_rows_equal_matvec(bool portable) {
 TEST(QuantKernels, MatmulRowsEqualMatvec) { expect_matmul_rows_equal_matvec(false); }
 
 TEST(QuantKernels, MatmulRowsEqualMatvecPortable) { expect_matmul_rows_equal_matvec(true); }
+
+// The AVX2 GEMM tiles 8 activation rows per lane group and 2 groups by 4 (VNNI) or 2 weight rows;
+// batches below 4 use the GEMV (8 weight rows per step). Batches around those sizes and the shapes'
+// row counts (1, 3, 7, 33, 37: partial tiles) must give every thread count the same bits, each
+// batch row the bits of quant_matvec, and results close to the dequantized product (a padding or
+// lane mix-up that is consistent between the paths would still fail that).
+void expect_tiled_matmul_consistent(bool portable) {
+  PortableGuard guard(portable);
+  for (int64_t batch : {2, 3, 4, 7, 9, 16, 17, 33}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    for_each_case(800 + 40 * static_cast<uint32_t>(batch), batch,
+                  [&](const Matrix& m, const Shape& s, const std::vector<float>& x) {
+      std::vector<float> one(static_cast<size_t>(batch * s.rows), -1.0f);
+      quant_matmul(m.view, x.data(), batch, one.data(), 1);
+      for (int threads : {2, 3, 8}) {
+        std::vector<float> many(one.size(), -2.0f);
+        quant_matmul(m.view, x.data(), batch, many.data(), threads);
+        EXPECT_EQ(std::memcmp(one.data(), many.data(), one.size() * sizeof(float)), 0) << threads;
+      }
+      for (int64_t n = 0; n < batch; ++n) {
+        const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
+        const std::vector<float> yn(one.begin() + n * s.rows, one.begin() + (n + 1) * s.rows);
+        EXPECT_EQ(std::memcmp(matvec(m.view, xn, 1).data(), yn.data(), yn.size() * sizeof(float)), 0)
+            << "batch row " << n;
+        if (n == 0 || n == batch - 1) {
+          const Reference ref = reference(m.view, xn.data());
+          // Looser than 1e-2: with 32 columns a few rounding errors need not average out (the
+          // portable kernels reach 1.6e-2 here too); a lane or padding mix-up errs by ~1.
+          EXPECT_LT(relative_l2(yn, ref.y, ref.term_norm), 5e-2) << "batch row " << n;
+        }
+      }
+    });
+  }
+}
+
+TEST(QuantKernels, TiledMatmulMatchesMatvecThreadsAndReference) {
+  expect_tiled_matmul_consistent(false);
+  if (quant_detail::vnni_in_use()) {
+    quant_detail::force_no_vnni(true);
+    expect_tiled_matmul_consistent(false);
+    quant_detail::force_no_vnni(false);
+  }
+}
+
+TEST(QuantKernels, TiledMatmulMatchesMatvecThreadsAndReferencePortable) { expect_tiled_matmul_consistent(true); }
+
+TEST(QuantKernels, ANonFiniteActivationRowStaysInItsRow) {
+  // Row 5 of a 12-row batch holds an infinity: its outputs are NaN, and the rows sharing its lane
+  // group (0-7) or tile are untouched, equal to their matvec.
+  const int64_t batch = 12;
+  for (GgmlType type : kTypes) {
+    const Shape s{13, 96};
+    const Matrix m(type, s, 900);
+    auto x = random_values(batch * s.cols, 901);
+    x[5 * s.cols + 40] = INFINITY;
+    std::vector<float> y(static_cast<size_t>(batch * s.rows));
+    quant_matmul(m.view, x.data(), batch, y.data(), 2);
+    for (int64_t n = 0; n < batch; ++n) {
+      const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
+      const auto yn = matvec(m.view, xn, 1);
+      for (int64_t r = 0; r < s.rows; ++r) {
+        if (n == 5) {
+          EXPECT_TRUE(std::isnan(y[n * s.rows + r])) << r;
+        } else {
+          EXPECT_EQ(y[n * s.rows + r], yn[r]) << "row " << n << ", " << r;
+        }
+      }
+    }
+  }
+}
 
 TEST(QuantKernels, Q4_0NibbleLayoutAndExtremeCodes) {
   // One hand-made Q4_0 block with d = 1: weight j = (j % 16) - 8 from the low nibbles, weight
