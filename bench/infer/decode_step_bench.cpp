@@ -1,12 +1,8 @@
 // Times the engine's per-token work at the pretrain-base sizes (hidden 384, 6 heads of 64, 6
 // layers, intermediate 1024, vocab 8192) with random Q8_0/Q4_0 weights: one decode step (matvecs,
 // cpu_ops, attention over a cache of --context positions) and one prompt batch, on 1 and 2 threads.
-// Not part of the CMake build (it needs no LibTorch); from the repository root:
-//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS -c infer/quant_kernels_avx2.cpp -mavx2 -mfma -mf16c
-//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS bench/infer/decode_step_bench.cpp infer/cpu_ops.cpp \
-//       infer/thread_pool.cpp infer/quant_kernels.cpp quant_kernels_avx2.o compress/gguf_quant.cpp \
-//       -lpthread -o decode_step_bench
-//   ./decode_step_bench [prompt tokens = 64] [decode steps = 128]
+// Torch-free; built as build/bench/bench_decode_step_bench:
+//   build/bench/bench_decode_step_bench [prompt tokens = 64] [decode steps = 128]
 #include <chrono>
 #include <cmath>
 #include <cstdlib>

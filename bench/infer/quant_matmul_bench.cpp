@@ -1,12 +1,8 @@
 // Times quant_matmul at the pretrain-base shapes (rows x cols: 384x384, 1024x384, 384x1024,
 // 8192x384) with T activation rows, Q8_0 and Q4_0, on 1 and 2 threads; prints the median GMAC/s
-// and the best of `reps` runs (the best is steadier on a shared machine). Torch-free; from the
-// repository root:
-//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS -c infer/quant_kernels_avx2.cpp -mavx2 -mfma -mf16c
-//   c++ -O2 -std=gnu++17 -I. -DFEDSPLIT_AVX2_KERNELS bench/infer/quant_matmul_bench.cpp
-//       infer/thread_pool.cpp infer/quant_kernels.cpp quant_kernels_avx2.o compress/gguf_quant.cpp
-//       -lpthread -o quant_matmul_bench    (one command)
-//   [NO_VNNI=1] ./quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
+// and the best of `reps` runs (the best is steadier on a shared machine). Torch-free; built as
+// build/bench/bench_quant_matmul_bench:
+//   [NO_VNNI=1] build/bench/bench_quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
