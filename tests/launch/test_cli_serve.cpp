@@ -48,11 +48,13 @@ class CliServe : public ::testing::Test {
   }
   static void TearDownTestSuite() { delete tmp_; }
   static std::string manifest(const std::string& stages) { return *tmp_ / ("s" + stages + "/manifest.json"); }
-  // stderr goes to its own file: under mpirun the ranks' stderr lines could land inside a JSON line.
-  static std::string requests() {
+  // stderr goes to its own file, printed after stdout: under mpirun the ranks' stderr lines could
+  // land inside a JSON line. The command's exit code is kept.
+  static std::string stderr_after() {
     const std::string err = *tmp_ / "stderr.txt";
-    return " --max-tokens 8 < " + (*tmp_ / "requests.txt") + " 2>" + err + "; rc=$?; cat " + err + "; exit $rc";
+    return " 2>" + err + "; rc=$?; cat " + err + "; exit $rc";
   }
+  static std::string requests() { return " --max-tokens 8 < " + (*tmp_ / "requests.txt") + stderr_after(); }
   static TempDir* tmp_;
 };
 TempDir* CliServe::tmp_ = nullptr;
@@ -86,7 +88,7 @@ TEST_F(CliServe, StagesAnswerAsTheWholeModel) {
   ASSERT_EQ(one.exit_code, 0) << one.output;
   EXPECT_NE(one.output.find(answers[4]["completion"].get<std::string>()), std::string::npos) << one.output;
   const auto batch = run_command(mpirun(2) + "generate --model " + manifest("2") + " --prompts " + (*tmp_ / "requests.txt") +
-                                 " --max-tokens 8 2>&1");
+                                 " --max-tokens 8" + stderr_after());
   ASSERT_EQ(batch.exit_code, 0) << batch.output;
   EXPECT_EQ(untimed(json_lines(batch.output)), untimed(answers));
 }
