@@ -32,12 +32,7 @@ BatchGenerator::~BatchGenerator() = default;
 void BatchGenerator::add(BatchRequest request) {
   try {
     check_sampling_options(request.options.sampling);
-    if (request.prompt.empty()) throw DataError("the prompt has no tokens");
-    const int64_t needed = static_cast<int64_t>(request.prompt.size()) + request.options.max_tokens;
-    if (needed > pipeline_.context())
-      throw DataError("the prompt of " + std::to_string(request.prompt.size()) + " tokens and " +
-                      std::to_string(request.options.max_tokens) + " new tokens exceed the context of " +
-                      std::to_string(pipeline_.context()) + ": shorten the prompt or lower --max-tokens");
+    check_generation_fits(request.prompt, request.options.max_tokens, pipeline_.context());
     check_tokens(request.prompt, 0, pipeline_.config(), pipeline_.context());
   } catch (const Error& e) {
     refused_.push_back({request.id, {}, e.what()});

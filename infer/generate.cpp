@@ -7,14 +7,17 @@
 
 namespace fedsplit {
 
+void check_generation_fits(const std::vector<int64_t>& prompt, int64_t max_tokens, int64_t context) {
+  if (prompt.empty()) throw DataError("the prompt has no tokens");
+  if (static_cast<int64_t>(prompt.size()) + max_tokens > context)
+    throw DataError("the prompt of " + std::to_string(prompt.size()) + " tokens and " + std::to_string(max_tokens) +
+                    " new tokens exceed the context of " + std::to_string(context) +
+                    ": shorten the prompt or lower --max-tokens");
+}
+
 Generation generate(CausalLm& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                     const std::function<void(int64_t)>& on_token) {
-  if (prompt.empty()) throw DataError("the prompt has no tokens");
-  const int64_t needed = static_cast<int64_t>(prompt.size()) + options.max_tokens;
-  if (needed > runner.context())
-    throw DataError("the prompt of " + std::to_string(prompt.size()) + " tokens and " +
-                    std::to_string(options.max_tokens) + " new tokens exceed the context of " +
-                    std::to_string(runner.context()) + ": shorten the prompt or lower --max-tokens");
+  check_generation_fits(prompt, options.max_tokens, runner.context());
   Sampler sampler(options.sampling);
   const auto& eos = runner.config().eos_token_ids;
   using clock = std::chrono::steady_clock;

@@ -24,6 +24,9 @@ struct Generation {
   double decode_seconds = 0;    ///< the new tokens' passes
 };
 
+/// DataError unless `prompt` is non-empty and it and `max_tokens` new tokens fit `context`.
+void check_generation_fits(const std::vector<int64_t>& prompt, int64_t max_tokens, int64_t context);
+
 /// Generates after `prompt` (non-empty) from an empty cache; `on_token` (if set) sees each new
 /// token as it is chosen. DataError when prompt + max_tokens exceed the runner's context.
 Generation generate(CausalLm& runner, const std::vector<int64_t>& prompt, const GenerateOptions& options,
