@@ -18,6 +18,12 @@ class CausalLm {
   /// returns their logits, [T, vocab] fp32 on the CPU. DataError when the context would overflow
   /// or an id is outside the vocabulary.
   virtual torch::Tensor forward(const std::vector<int64_t>& tokens) = 0;
+  /// forward() that returns only the last token's logits, [1, vocab]: what a prompt needs, and
+  /// cheaper where the head is a large share of the work (a pass of many tokens).
+  virtual torch::Tensor forward_last(const std::vector<int64_t>& tokens) {
+    const auto logits = forward(tokens);
+    return logits.slice(0, logits.size(0) - 1);
+  }
   /// Forgets every position >= `position` (0 <= position <= position()): the next forward reads
   /// from there. Speculative decoding rolls back rejected draft tokens with it.
   virtual void truncate(int64_t position) = 0;

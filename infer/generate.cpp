@@ -26,7 +26,7 @@ Generation generate(CausalLm& runner, const std::vector<int64_t>& prompt, const 
   out.prompt_tokens = static_cast<int64_t>(prompt.size());
   std::vector<int64_t> history = prompt;
   auto t0 = clock::now();
-  torch::Tensor logits = runner.forward(prompt)[-1].contiguous();
+  torch::Tensor logits = runner.forward_last(prompt)[0].contiguous();
   out.prompt_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   t0 = clock::now();
   for (int64_t i = 0; i < options.max_tokens; ++i) {

@@ -22,6 +22,7 @@ class GgufRunner : public CausalLm {
   ~GgufRunner() override;
 
   torch::Tensor forward(const std::vector<int64_t>& tokens) override;
+  torch::Tensor forward_last(const std::vector<int64_t>& tokens) override;
   void truncate(int64_t position) override;
   int64_t position() const override { return position_; }
   int64_t context() const override;
@@ -30,6 +31,8 @@ class GgufRunner : public CausalLm {
   const std::string& architecture() const;
 
  private:
+  torch::Tensor run(const std::vector<int64_t>& tokens, bool last_only);
+
   std::unique_ptr<GgufStage> stage_;
   int64_t position_ = 0;
 };

@@ -190,9 +190,12 @@ void serve_stage(GgufStage& stage, World& world) {
   sends.drain();
 }
 
-torch::Tensor PipelineLm::forward(const std::vector<int64_t>& tokens) {
+torch::Tensor PipelineLm::forward(const std::vector<int64_t>& tokens) { return run(tokens, true); }
+torch::Tensor PipelineLm::forward_last(const std::vector<int64_t>& tokens) { return run(tokens, false); }
+
+torch::Tensor PipelineLm::run(const std::vector<int64_t>& tokens, bool all_rows) {
   if (tokens.empty()) return torch::empty({0, config().vocab_size});
-  pipeline_.submit({0, position_, tokens, true});
+  pipeline_.submit({0, position_, tokens, all_rows});
   auto result = pipeline_.receive();
   position_ += static_cast<int64_t>(tokens.size());
   return result.logits;

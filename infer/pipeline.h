@@ -70,12 +70,15 @@ class PipelineLm : public CausalLm {
  public:
   explicit PipelineLm(Pipeline& pipeline) : pipeline_(pipeline) {}
   torch::Tensor forward(const std::vector<int64_t>& tokens) override;
+  torch::Tensor forward_last(const std::vector<int64_t>& tokens) override;
   void truncate(int64_t position) override;
   int64_t position() const override { return position_; }
   int64_t context() const override { return pipeline_.context(); }
   const DecoderConfig& config() const override { return pipeline_.config(); }
 
  private:
+  torch::Tensor run(const std::vector<int64_t>& tokens, bool all_rows);
+
   Pipeline& pipeline_;
   int64_t position_ = 0;
 };

@@ -102,8 +102,8 @@ SpeculativeGeneration speculative_generate(CausalLm& target, CausalLm& draft, co
   draft.reset();
   if (prompt_size > 1) {
     const std::vector<int64_t> head(prompt.begin(), prompt.end() - 1);
-    target.forward(head);
-    draft.forward(head);
+    target.forward_last(head);  // only the caches matter here
+    draft.forward_last(head);
   }
   out.prompt_seconds = std::chrono::duration<double>(clock::now() - t0).count();
   t0 = clock::now();
@@ -128,7 +128,7 @@ SpeculativeGeneration speculative_generate(CausalLm& target, CausalLm& draft, co
     if (k > 0) {
       std::vector<int64_t> seen = history;  // the penalty's history grows with the proposal
       const std::vector<int64_t> unread(history.begin() + draft.position(), history.end());
-      torch::Tensor row = draft.forward(unread)[-1];
+      torch::Tensor row = draft.forward_last(unread)[0];
       ++out.draft_forwards;
       for (int64_t i = 0; i < k; ++i) {
         if (i > 0) {

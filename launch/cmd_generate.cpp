@@ -79,6 +79,7 @@ void answer_lines(const Engine& engine, const Tokenizer& tokenizer, std::istream
       out.update({{"completion", decode(tokenizer, g.tokens)},
                   {"prompt_tokens", g.prompt_tokens},
                   {"new_tokens", g.tokens.size()},
+                  {"prompt_tokens_per_s", g.prompt_tokens / std::max(g.prompt_seconds, 1e-9)},
                   {"decode_tokens_per_s", g.tokens.size() / std::max(g.decode_seconds, 1e-9)}});
       if (engine.draft) out.update({{"accepted_fraction", g.acceptance_rate()}, {"drafted", g.drafted}, {"accepted", g.accepted}});
     } catch (const DataError& e) {
@@ -118,10 +119,10 @@ int generate(const Args& args) {
   if (!draft_model.empty() && !path_exists(draft_model)) throw IoError("--draft " + draft_model + ": no such file");
   const auto tokenizer = tokenizer_for_model(model, tokenizer_path);
   const int threads = static_cast<int>(std::max<int64_t>(1, pipeline_flags.threads));
-  torch::set_num_threads(threads);
   const torch::Device device = pipeline_flags.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   if (pipeline_flags.device != "cpu" && pipeline_flags.device != "cuda")
     throw ConfigError("--device " + pipeline_flags.device + " is unknown: use cpu or cuda");
+  set_engine_threads(pipeline_flags);
 
   std::unique_ptr<Pipeline> pipeline;
   std::unique_ptr<CausalLm> target;

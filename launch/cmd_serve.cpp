@@ -34,7 +34,7 @@ int serve(const Args& args) {
   if (!is_manifest_path(manifest) || !path_exists(manifest))
     throw IoError("--manifest " + manifest + ": no such manifest.json (fedsplit export gguf writes one)");
   const auto tokenizer = tokenizer_for_model(manifest, tokenizer_path);
-  torch::set_num_threads(static_cast<int>(std::max<int64_t>(1, pipeline_flags.threads)));
+  set_engine_threads(pipeline_flags);
   const auto pipeline = open_pipeline_for(manifest, pipeline_flags);
   if (!pipeline) return 0;  // a stage rank: rank 0 has stopped the pipeline
   LineReader input(0);

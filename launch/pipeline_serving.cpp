@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <torch/utils.h>
+
 #include <chrono>
 #include <iostream>
 #include <map>
@@ -79,6 +81,10 @@ void add_pipeline_flags(boost::program_options::options_description& flags, Pipe
       ("timeout", po::value(&v.timeout_s)->default_value(v.timeout_s),
        "with a manifest: seconds a rank waits for another before failing")
       ("no-verify", po::bool_switch(&v.no_verify), "with a manifest: skip the BLAKE2b check of the shards");
+}
+
+void set_engine_threads(const PipelineFlags& flags) {
+  torch::set_num_threads(flags.device == "cpu" ? 1 : static_cast<int>(std::max<int64_t>(1, flags.threads)));
 }
 
 std::unique_ptr<Pipeline> open_pipeline_for(const std::string& manifest, const PipelineFlags& flags) {

@@ -25,6 +25,11 @@ struct PipelineFlags {
 };
 void add_pipeline_flags(boost::program_options::options_description& flags, PipelineFlags& values);
 
+/// LibTorch's intra-op threads for an engine command. One on the CPU: the engine's own pool runs
+/// the products there, and LibTorch's OpenMP workers, spinning after each of the few LibTorch ops
+/// left, would take a third of the cores' time from it. --threads on CUDA.
+void set_engine_threads(const PipelineFlags& flags);
+
 /// Opens `manifest` across this mpirun job's ranks (a world of one: every stage here). Rank 0 gets
 /// the pipeline; the other ranks serve their stage until rank 0 stops it, then get nullptr.
 std::unique_ptr<Pipeline> open_pipeline_for(const std::string& manifest, const PipelineFlags& flags);

@@ -99,6 +99,12 @@ TEST(GgufRunner, CachedStepsEqualOnePassAndTheContextIsEnforced) {
     for (size_t i = 5; i < kPrompt.size(); ++i) parts.push_back(runner.forward({kPrompt[i]}));
     EXPECT_LE((torch::cat(parts) - whole).abs().max().item<double>(), 1e-5);
     EXPECT_EQ(runner.position(), 8);
+    // A prompt's pass with only the last row's logits: that row, and the same cache after it.
+    runner.reset();
+    const auto last = runner.forward_last(kPrompt);
+    ASSERT_EQ(last.size(0), 1);
+    EXPECT_LE((last[0] - whole[-1]).abs().max().item<double>(), 1e-5);
+    EXPECT_EQ(runner.position(), 8);
     expect_error<DataError>([&] { runner.forward({1, 2, 3, 4, 5}); }, {"13 tokens", "context of 12"});
     expect_error<DataError>([&] { runner.forward({500}); }, {"500", "vocabulary"});
   }

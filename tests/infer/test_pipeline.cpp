@@ -103,6 +103,10 @@ TEST(Pipeline, StagesInOneProcessGiveTheWholeModelsLogits) {
   GgufRunner whole(e.whole + "/model.gguf", 1);
   const auto want = whole.forward(kPrompt), got = staged.forward(kPrompt);
   EXPECT_LT((got - want).abs().max().item<double>(), 1e-5);
+  staged.reset();
+  const auto last = staged.forward_last(kPrompt);  // the last stage sends back one row
+  ASSERT_EQ(last.size(0), 1);
+  EXPECT_LT((last[0] - want[-1]).abs().max().item<double>(), 1e-5);
   // Then one token from the cache, and again after rolling the last one back.
   EXPECT_LT((staged.forward({7}) - whole.forward({7})).abs().max().item<double>(), 1e-5);
   staged.truncate(kPrompt.size());
