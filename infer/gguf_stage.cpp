@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "compress/gguf.h"
@@ -74,9 +75,52 @@ Weight weight_of(GgufTensor& t, const torch::Device& device, const std::string& 
   return w;
 }
 
+// Projections of the same input, stacked into one matrix when they share a type: one product then
+// serves them all (one activation quantization and one parallel region on the CPU, one launch on
+// CUDA). Quantized rows are independent blocks, so stacking is concatenating their bytes.
+struct Projections {
+  std::vector<Weight> parts;   // one stacked matrix, or one per projection when the types differ
+  std::vector<int64_t> widths;  // each projection's output width
+
+  explicit Projections(std::vector<Weight> weights) {
+    for (const auto& w : weights) widths.push_back(w.rows);
+    const bool same_type = std::all_of(weights.begin(), weights.end(),
+                                       [&](const Weight& w) { return w.type == weights.front().type; });
+    if (!same_type) {
+      parts = std::move(weights);
+      return;
+    }
+    Weight stacked = std::move(weights.front());
+    std::vector<torch::Tensor> dense{stacked.dense};
+    for (size_t i = 1; i < weights.size(); ++i) {
+      stacked.blocks.insert(stacked.blocks.end(), weights[i].blocks.begin(), weights[i].blocks.end());
+      dense.push_back(weights[i].dense);
+      stacked.rows += weights[i].rows;
+      stacked.stored_bytes += weights[i].stored_bytes;
+    }
+    if (stacked.dense.defined()) stacked.dense = torch::cat(dense);
+    parts.push_back(std::move(stacked));
+  }
+
+  // x [T, cols] -> [T, sum of widths], the projections side by side.
+  torch::Tensor apply(const torch::Tensor& x, int threads) const {
+    if (parts.size() == 1) return parts.front().apply(x, threads);
+    std::vector<torch::Tensor> outs;
+    for (const auto& w : parts) outs.push_back(w.apply(x, threads));
+    return torch::cat(outs, 1);
+  }
+
+  int64_t stored_bytes() const {
+    int64_t total = 0;
+    for (const auto& w : parts) total += w.stored_bytes;
+    return total;
+  }
+};
+
 struct Layer {
   torch::Tensor attn_norm, ffn_norm, q_bias, k_bias, v_bias;
-  Weight q, k, v, o, gate, up, down;
+  std::optional<Projections> qkv, gate_up;
+  Weight o, down;
   int64_t stored_bytes = 0;
   std::vector<torch::Tensor> k_cache, v_cache;  // per slot: [kv_heads, context, head_dim]
 };
@@ -129,7 +173,8 @@ struct GgufStage::Impl {
 
   torch::Tensor attention(Layer& layer, int64_t slot, const torch::Tensor& x, int64_t position) {
     const int64_t T = x.size(0), H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
-    auto q = layer.q.apply(x, threads), k = layer.k.apply(x, threads), v = layer.v.apply(x, threads);
+    const auto qkv = layer.qkv->apply(x, threads);
+    auto q = qkv.slice(1, 0, H * D), k = qkv.slice(1, H * D, (H + KV) * D), v = qkv.slice(1, (H + KV) * D);
     if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
     q = rope(q.reshape({T, H, D}), position);
     k = rope(k.reshape({T, KV, D}), position);
@@ -152,8 +197,9 @@ struct GgufStage::Impl {
   }
 
   torch::Tensor mlp(const Layer& layer, const torch::Tensor& x) const {
-    const auto hidden = torch::silu(layer.gate.apply(x, threads)) * layer.up.apply(x, threads);
-    return layer.down.apply(hidden, threads);
+    const auto gate_up = layer.gate_up->apply(x, threads);
+    const int64_t I = layer.gate_up->widths[0];
+    return layer.down.apply(torch::silu(gate_up.slice(1, 0, I)) * gate_up.slice(1, I), threads);
   }
 
   // The same block on the CPU as plain loops over the buffers (infer/cpu_ops.h): at these sizes a
@@ -165,7 +211,15 @@ struct GgufStage::Impl {
     float* hp = h.data_ptr<float>();
     auto x = torch::empty({T, C});
     rms_norm_rows(hp, layer.attn_norm.data_ptr<float>(), T, C, config.norm_eps, x.data_ptr<float>());
-    auto q = layer.q.apply(x, threads), k = layer.k.apply(x, threads), v = layer.v.apply(x, threads);
+    // q, k and v out of the stacked product's rows [T, (H + 2 KV) D].
+    const auto qkv = layer.qkv->apply(x, threads);
+    auto q = torch::empty({T, H * D}), k = torch::empty({T, KV * D}), v = torch::empty({T, KV * D});
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = qkv.data_ptr<float>() + t * (H + 2 * KV) * D;
+      std::copy_n(row, H * D, q.data_ptr<float>() + t * H * D);
+      std::copy_n(row + H * D, KV * D, k.data_ptr<float>() + t * KV * D);
+      std::copy_n(row + (H + KV) * D, KV * D, v.data_ptr<float>() + t * KV * D);
+    }
     if (layer.q_bias.defined()) {
       for (int64_t t = 0; t < T; ++t) {
         add_in_place(q.data_ptr<float>() + t * H * D, layer.q_bias.data_ptr<float>(), H * D);
@@ -189,9 +243,17 @@ struct GgufStage::Impl {
                      threads);
     add_in_place(hp, layer.o.apply(mixed, threads).data_ptr<float>(), T * C);
     rms_norm_rows(hp, layer.ffn_norm.data_ptr<float>(), T, C, config.norm_eps, x.data_ptr<float>());
-    auto gate = layer.gate.apply(x, threads);
-    silu_mul(gate.data_ptr<float>(), layer.up.apply(x, threads).data_ptr<float>(), gate.numel());
-    add_in_place(hp, layer.down.apply(gate, threads).data_ptr<float>(), T * C);
+    // Each row [gate | up] of the stacked product becomes silu(gate) * up, packed to the front of the
+    // buffer as [T, I] (row t moves to t * I <= its own start, so nothing is overwritten unread).
+    auto gate_up = layer.gate_up->apply(x, threads);
+    const int64_t I = layer.gate_up->widths[0];
+    float* g = gate_up.data_ptr<float>();
+    for (int64_t t = 0; t < T; ++t) {
+      silu_mul(g + t * 2 * I, g + t * 2 * I + I, I);
+      std::copy_n(g + t * 2 * I, I, g + t * I);
+    }
+    const auto hidden = gate_up.view({-1}).slice(0, 0, T * I).view({T, I});
+    add_in_place(hp, layer.down.apply(hidden, threads).data_ptr<float>(), T * C);
     return h;
   }
 
@@ -273,13 +335,13 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     Layer layer;
     layer.attn_norm = vector("attn_norm.weight");
     layer.ffn_norm = vector("ffn_norm.weight");
-    Weight* matrices[] = {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down};
-    const char* matrix_names[] = {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                                  "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
-    for (size_t j = 0; j < 7; ++j) {
-      *matrices[j] = weight_of(take(b + matrix_names[j]), m.device, path);
-      layer.stored_bytes += matrices[j]->stored_bytes;
-    }
+    auto matrix = [&](const char* name) { return weight_of(take(b + name), m.device, path); };
+    layer.qkv.emplace(std::vector<Weight>{matrix("attn_q.weight"), matrix("attn_k.weight"), matrix("attn_v.weight")});
+    layer.o = matrix("attn_output.weight");
+    layer.gate_up.emplace(std::vector<Weight>{matrix("ffn_gate.weight"), matrix("ffn_up.weight")});
+    layer.down = matrix("ffn_down.weight");
+    layer.stored_bytes =
+        layer.qkv->stored_bytes() + layer.o.stored_bytes + layer.gate_up->stored_bytes() + layer.down.stored_bytes;
     if (m.config.attn_qkv_bias) {
       layer.q_bias = vector("attn_q.bias");
       layer.k_bias = vector("attn_k.bias");
