@@ -7,11 +7,21 @@
 
 namespace fedsplit {
 
-GgufRunner::GgufRunner(const std::string& path, int threads, int64_t context, torch::Device device) {
+namespace {
+StageOptions runner_options(int threads, int64_t context, torch::Device device) {
   StageOptions options;
   options.threads = threads;
   options.context = context;
   options.device = device;
+  return options;
+}
+}  // namespace
+
+GgufRunner::GgufRunner(const std::string& path, int threads, int64_t context, torch::Device device)
+    : GgufRunner(path, runner_options(threads, context, device)) {}
+
+GgufRunner::GgufRunner(const std::string& path, StageOptions options) {
+  options.slots = 1;
   stage_ = std::make_unique<GgufStage>(path, options);
   if (stage_->identity().stage_count > 1)
     throw ConfigError(path + " is one stage of a pipeline export: run the export's manifest.json across its stages");

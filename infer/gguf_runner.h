@@ -8,10 +8,9 @@
 #include <vector>
 
 #include "infer/causal_lm.h"
+#include "infer/gguf_stage.h"
 
 namespace fedsplit {
-
-class GgufStage;
 
 class GgufRunner : public CausalLm {
  public:
@@ -19,6 +18,8 @@ class GgufRunner : public CausalLm {
   /// KV cache (0 = the model's max_position); `device` where it computes. ConfigError, pointing
   /// to the manifest, for one stage of a pipeline export.
   GgufRunner(const std::string& path, int threads, int64_t context = 0, torch::Device device = torch::kCPU);
+  /// The same with every stage option (options.slots is 1: a runner holds one sequence).
+  GgufRunner(const std::string& path, StageOptions options);
   ~GgufRunner() override;
 
   torch::Tensor forward(const std::vector<int64_t>& tokens) override;

@@ -14,6 +14,7 @@
 #include "compress/gguf_quant.h"
 #include "core/util/error.h"
 #include "infer/cpu_ops.h"
+#include "infer/cuda_graph.h"
 #include "infer/quant_kernels.h"
 
 namespace fedsplit {
@@ -149,6 +150,12 @@ struct GgufStage::Impl {
   std::vector<Layer> layers;  // layers[i] is block identity.layer_begin + i
   torch::Tensor inv_freq;     // [head_dim / 2]
   torch::Tensor rope_cos, rope_sin;  // [context, head_dim / 2] on the device (the LibTorch path)
+  torch::Tensor cache_positions;     // 0 .. context-1, long on the device (the graphs' attention mask)
+  struct DecodeGraph {
+    torch::Tensor input, position, output;  // what the graph reads and writes: [1, hidden], long [1]
+    std::unique_ptr<CapturedGraph> graph;
+  };
+  std::vector<DecodeGraph> decode_graphs;  // per slot; empty without graphs
 
   size_t layer_offset(int64_t index) const {
     if (index < identity.layer_begin || index >= identity.layer_end)
@@ -159,9 +166,14 @@ struct GgufStage::Impl {
 
   // q or k [T, heads, D] rotated at positions position .. position+T-1 (the LibTorch path).
   torch::Tensor rope(const torch::Tensor& x, int64_t position) const {
+    const int64_t T = x.size(0);
+    return rotate(x, rope_cos.slice(0, position, position + T).unsqueeze(1),
+                  rope_sin.slice(0, position, position + T).unsqueeze(1));
+  }
+
+  // x [T, heads, D] turned by the angles whose cos and sin are [T, 1, D/2].
+  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) const {
     const int64_t T = x.size(0), D = x.size(2);
-    const auto cos = rope_cos.slice(0, position, position + T).unsqueeze(1);  // [T, 1, D/2]
-    const auto sin = rope_sin.slice(0, position, position + T).unsqueeze(1);
     if (architecture == "llama") {  // adjacent pairs (2i, 2i+1), the permuted rows' layout
       const auto pairs = x.reshape({T, x.size(1), D / 2, 2});
       const auto a = pairs.select(3, 0), b = pairs.select(3, 1);
@@ -194,6 +206,52 @@ struct GgufStage::Impl {
     }
     const auto mixed = torch::matmul(torch::softmax(scores, -1), values);  // [H, T, D]
     return layer.o.apply(mixed.transpose(0, 1).reshape({T, H * D}), threads);
+  }
+
+  // One token of slot `slot` at the position held in `position` (long [1] on the device), every
+  // block of the stage, with no value read back to the host: what a CUDA graph can capture.
+  torch::Tensor decode_step(int64_t slot, torch::Tensor h, const torch::Tensor& position) {
+    for (auto& layer : layers) {
+      const auto x = h + attention_at(layer, slot, rms_norm(h, layer.attn_norm, config.norm_eps), position);
+      h = x + mlp(layer, rms_norm(x, layer.ffn_norm, config.norm_eps));
+    }
+    return h;
+  }
+
+  // attention() of one token whose position is device data: the new key and value go in by
+  // index_copy_, and the query reads the whole cache with the positions after its own masked.
+  torch::Tensor attention_at(Layer& layer, int64_t slot, const torch::Tensor& x, const torch::Tensor& position) {
+    const int64_t H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
+    const auto qkv = layer.qkv->apply(x, threads);
+    auto q = qkv.slice(1, 0, H * D), k = qkv.slice(1, H * D, (H + KV) * D), v = qkv.slice(1, (H + KV) * D);
+    if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
+    const auto cos = rope_cos.index_select(0, position).unsqueeze(1), sin = rope_sin.index_select(0, position).unsqueeze(1);
+    q = rotate(q.reshape({1, H, D}), cos, sin);
+    k = rotate(k.reshape({1, KV, D}), cos, sin);
+    auto& k_cache = layer.k_cache[static_cast<size_t>(slot)];
+    auto& v_cache = layer.v_cache[static_cast<size_t>(slot)];
+    k_cache.index_copy_(1, position, k.transpose(0, 1));
+    v_cache.index_copy_(1, position, v.reshape({1, KV, D}).transpose(0, 1));
+    // Head h reads kv head h / (H / KV): q as [KV, H / KV, D] meets its kv head's keys.
+    auto scores = torch::matmul(q.reshape({KV, H / KV, D}), k_cache.transpose(1, 2)) / std::sqrt(static_cast<double>(D));
+    scores = scores.masked_fill(cache_positions.gt(position), -std::numeric_limits<float>::infinity());
+    const auto mixed = torch::matmul(torch::softmax(scores, -1), v_cache);  // [KV, H / KV, D]
+    return layer.o.apply(mixed.reshape({1, H * D}), threads);
+  }
+
+  // A slot's one-token step through its captured graph (captured at the slot's first such step).
+  torch::Tensor decode_with_graph(int64_t slot, const torch::Tensor& h, int64_t position) {
+    DecodeGraph& g = decode_graphs[static_cast<size_t>(slot)];
+    if (!g.graph) {
+      g.input = torch::zeros({1, config.hidden_size}, torch::TensorOptions(torch::kFloat).device(device));
+      g.position = torch::zeros({1}, torch::TensorOptions(torch::kLong).device(device));
+    }
+    g.input.copy_(h);
+    g.position.fill_(position);
+    if (!g.graph)
+      g.graph = std::make_unique<CapturedGraph>([&] { g.output = decode_step(slot, g.input, g.position); }, device);
+    g.graph->replay();
+    return g.output.clone();  // the next replay overwrites g.output
   }
 
   torch::Tensor mlp(const Layer& layer, const torch::Tensor& x) const {
@@ -360,6 +418,10 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     const auto angles = torch::arange(0, m.context, torch::kFloat).unsqueeze(1) * m.inv_freq;
     m.rope_cos = angles.cos().to(m.device);
     m.rope_sin = angles.sin().to(m.device);
+    if (options.cuda_graphs && m.device.is_cuda() && CapturedGraph::available()) {
+      m.cache_positions = torch::arange(m.context, torch::TensorOptions(torch::kLong).device(m.device));
+      m.decode_graphs.resize(static_cast<size_t>(m.slots));
+    }
   }
 }
 
@@ -386,6 +448,12 @@ torch::Tensor GgufStage::run_layer(int64_t layer_index, int64_t slot, const torc
 }
 
 torch::Tensor GgufStage::run_layers(int64_t slot, torch::Tensor h, int64_t position) {
+  Impl& m = *impl_;
+  if (!m.decode_graphs.empty() && h.size(0) == 1) {
+    torch::NoGradGuard no_grad;
+    m.check_slot(slot, position, 1);
+    return m.decode_with_graph(slot, h, position);
+  }
   for (int64_t i = impl_->identity.layer_begin; i < impl_->identity.layer_end; ++i) h = run_layer(i, slot, h, position);
   return h;
 }

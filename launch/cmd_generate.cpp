@@ -118,10 +118,7 @@ int generate(const Args& args) {
   if (!path_exists(model)) throw IoError("--model " + model + ": no such file");
   if (!draft_model.empty() && !path_exists(draft_model)) throw IoError("--draft " + draft_model + ": no such file");
   const auto tokenizer = tokenizer_for_model(model, tokenizer_path);
-  const int threads = static_cast<int>(std::max<int64_t>(1, pipeline_flags.threads));
-  const torch::Device device = pipeline_flags.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  if (pipeline_flags.device != "cpu" && pipeline_flags.device != "cuda")
-    throw ConfigError("--device " + pipeline_flags.device + " is unknown: use cpu or cuda");
+  const StageOptions runner_options = stage_options(pipeline_flags);
   set_engine_threads(pipeline_flags);
 
   std::unique_ptr<Pipeline> pipeline;
@@ -138,12 +135,12 @@ int generate(const Args& args) {
     }
     target = std::make_unique<PipelineLm>(*pipeline);
   } else {
-    target = std::make_unique<GgufRunner>(model, threads, pipeline_flags.context, device);
+    target = std::make_unique<GgufRunner>(model, runner_options);
   }
   std::unique_ptr<GgufRunner> draft;
   Engine engine{*target};
   if (!draft_model.empty()) {
-    draft = std::make_unique<GgufRunner>(draft_model, threads, pipeline_flags.context, device);
+    draft = std::make_unique<GgufRunner>(draft_model, runner_options);
     check_draft(*target, *draft, draft_tokens);
     engine.draft = draft.get();
     engine.draft_tokens = draft_tokens;

@@ -80,7 +80,21 @@ void add_pipeline_flags(boost::program_options::options_description& flags, Pipe
        "with a manifest: sequences in flight at once (each stage keeps a KV cache per sequence)")
       ("timeout", po::value(&v.timeout_s)->default_value(v.timeout_s),
        "with a manifest: seconds a rank waits for another before failing")
-      ("no-verify", po::bool_switch(&v.no_verify), "with a manifest: skip the BLAKE2b check of the shards");
+      ("no-verify", po::bool_switch(&v.no_verify), "with a manifest: skip the BLAKE2b check of the shards")
+      ("eager", po::bool_switch(&v.eager),
+       "with --device cuda: launch every op as it comes instead of replaying each token's step as a captured "
+       "CUDA graph (slower; for comparison)");
+}
+
+StageOptions stage_options(const PipelineFlags& flags) {
+  if (flags.device != "cpu" && flags.device != "cuda")
+    throw ConfigError("--device " + flags.device + " is unknown: use cpu or cuda");
+  StageOptions options;
+  options.threads = static_cast<int>(std::max<int64_t>(1, flags.threads));
+  options.context = flags.context;
+  options.device = flags.device == "cuda" ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  options.cuda_graphs = !flags.eager;
+  return options;
 }
 
 void set_engine_threads(const PipelineFlags& flags) {
@@ -94,8 +108,7 @@ std::unique_ptr<Pipeline> open_pipeline_for(const std::string& manifest, const P
   comm.backend = flags.device == "cuda" ? "auto" : "gloo";
   comm.timeout_s = flags.timeout_s;
   PipelineOptions options;
-  options.stage.threads = static_cast<int>(std::max<int64_t>(1, flags.threads));
-  options.stage.context = flags.context;
+  options.stage = stage_options(flags);
   options.stage.slots = flags.micro_batches;
   options.device = flags.device;
   options.verify_hash = !flags.no_verify;

@@ -22,8 +22,13 @@ struct PipelineFlags {
   std::string device = "cpu";
   double timeout_s = 600;     ///< every wait between ranks
   bool no_verify = false;     ///< skip the shards' BLAKE2b check
+  bool eager = false;         ///< on CUDA, no captured graphs: every op launched as it comes
 };
 void add_pipeline_flags(boost::program_options::options_description& flags, PipelineFlags& values);
+
+/// What a stage of this command gets from the flags (threads, context, device cuda or cpu, graphs;
+/// one slot). ConfigError for an unknown --device.
+StageOptions stage_options(const PipelineFlags& flags);
 
 /// LibTorch's intra-op threads for an engine command. One on the CPU: the engine's own pool runs
 /// the products there, and LibTorch's OpenMP workers, spinning after each of the few LibTorch ops

@@ -1,7 +1,8 @@
 // labels: gpu
 // The engine on CUDA (weights dequantized to fp32 on the device, LibTorch ops) against the CPU
 // engine on tiny llama files: the one-stage runner's logits within 1e-4 and its greedy tokens
-// equal; the pipeline of a 3-stage export in one process the same; with two GPUs, `mpirun -np 2
+// equal; the pipeline of a 3-stage export in one process the same; captured CUDA graphs of the
+// decode step equal the op-by-op steps; with two GPUs, `mpirun -np 2
 // fedsplit serve --device cuda` over NCCL answers as the CPU does. Skips without CUDA.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -10,6 +11,7 @@
 #include "compress/stage_plan.h"
 #include "core/comm/world.h"
 #include "core/model/decoder.h"
+#include "infer/cuda_graph.h"
 #include "infer/generate.h"
 #include "infer/gguf_runner.h"
 #include "infer/pipeline_session.h"
@@ -62,6 +64,33 @@ TEST(EngineGpu, CudaMatchesTheCpuEngine) {
   PipelineLm lm(*pipeline);
   cpu.reset();
   EXPECT_LT((lm.forward(kPrompt) - cpu.forward(kPrompt)).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((lm.forward({7}) - cpu.forward({7})).abs().max().item<double>(), 1e-4);  // a graph's step
+}
+
+// One-token steps replayed from captured graphs (attention over the whole cache, later positions
+// masked) against the same steps launched op by op: the same logits up to the softmax's summation
+// order (1e-4), the same greedy tokens, and again after a rollback leaves stale cache entries.
+TEST(EngineGpu, CapturedDecodeStepsEqualEagerOnes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "needs CUDA";
+  if (!CapturedGraph::available()) GTEST_SKIP() << "this build's LibTorch has no CUDA graphs";
+  TempDir dir("engine_gpu_graphs");
+  const std::string file = export_model(dir / "q8", 1, GgufQuant::q8_0) + "/model.gguf";
+  StageOptions options;
+  options.device = torch::kCUDA;
+  options.context = 40;
+  GgufRunner graphs(file, options);
+  options.cuda_graphs = false;
+  GgufRunner eager(file, options);
+  auto a = graphs.forward_last(kPrompt)[0], b = eager.forward_last(kPrompt)[0];
+  for (int step = 0; step < 12; ++step) {
+    ASSERT_LT((a - b).abs().max().item<double>(), 1e-4) << "step " << step;
+    const int64_t next = b.argmax().item<int64_t>();
+    ASSERT_EQ(a.argmax().item<int64_t>(), next) << "step " << step;
+    a = graphs.forward({next})[0], b = eager.forward({next})[0];
+  }
+  graphs.truncate(8);
+  eager.truncate(8);
+  EXPECT_LT((graphs.forward({5}) - eager.forward({5})).abs().max().item<double>(), 1e-4);
 }
 
 TEST(EngineGpu, NcclRanksServeAsTheCpu) {

@@ -61,13 +61,14 @@ TEST_F(CliGenerate, PromptFilesAndStandardInputGetAJsonLineEach) {
   for (const auto& line : lines) {
     EXPECT_GE(line["new_tokens"].get<int64_t>(), 1) << line.dump();
     EXPECT_LE(line["new_tokens"].get<int64_t>(), 6) << line.dump();
+    EXPECT_GT(line["prompt_tokens_per_s"].get<double>(), 0) << line.dump();
   }
   const auto from_stdin = run_command("printf 'Call me Ishmael.\\nIt was the best of times\\n' | '" +
                                       std::string(FEDSPLIT_BINARY) + "' generate" + model() +
                                       " --prompts - --max-tokens 6 2>&1");
   ASSERT_EQ(from_stdin.exit_code, 0) << from_stdin.output;
   auto without_speed = [](std::vector<nlohmann::json> answers) {
-    for (auto& a : answers) a.erase("decode_tokens_per_s");
+    for (auto& a : answers) a.erase("decode_tokens_per_s"), a.erase("prompt_tokens_per_s");
     return answers;
   };
   EXPECT_EQ(without_speed(json_lines(from_stdin.output)), without_speed(lines))
