@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <deque>
+#include <iostream>
 
 #include "core/comm/world.h"
 #include "core/util/error.h"
@@ -41,6 +43,28 @@ class SendQueue {
   World& world_;
   size_t limit_;
   std::deque<World::PendingSend> pending_;
+};
+
+// Where a rank's time goes, reported when it stops. On CUDA the host waits for the device when it
+// copies a result off it, so GPU time shows up in "handing on".
+struct StagePhases {
+  using Clock = std::chrono::steady_clock;
+  double waiting = 0, computing = 0, handing_on = 0;
+  int64_t steps = 0;
+  Clock::time_point mark = Clock::now();
+  double driving = 0;  // rank 0: between its calls (sampling, reading requests)
+  // Adds the time since the last lap to `phase`.
+  void lap(double& phase) {
+    const auto now = Clock::now();
+    phase += std::chrono::duration<double>(now - mark).count();
+    mark = now;
+  }
+  void report(int rank, const char* waiting_for) const {
+    std::cerr << "stage " << rank << ": " << steps << " steps; " << waiting << " s " << waiting_for << ", " << computing
+              << " s computing, " << handing_on << " s handing on";
+    if (rank == 0) std::cerr << ", " << driving << " s driving";
+    std::cerr << "\n";
+  }
 };
 
 // A message is a packet of kHeaderFloats + width floats: the header, then the payload's row when
@@ -118,12 +142,18 @@ class DistributedPipeline final : public Pipeline {
   void submit(const StageRequest& r) override {
     check_tokens(r.tokens, r.position, config(), context());
     torch::NoGradGuard no_grad;
+    phases_.lap(phases_.driving);
     const auto h = first_->run_layers(r.slot, first_->embed(r.tokens), r.position);
+    phases_.lap(phases_.computing);
     const auto T = static_cast<int64_t>(r.tokens.size());
     send_packet(sends_, 1, kForwardTag, {kRun, r.slot, r.position, T, r.all_rows ? T : 1}, h, h.size(1));
+    phases_.lap(phases_.handing_on);
+    ++phases_.steps;
   }
   StageResult receive() override {
+    phases_.lap(phases_.driving);
     auto [h, logits] = recv_packet(*world_, world_->size() - 1, kResultTag, config().vocab_size, /*result=*/true);
+    phases_.lap(phases_.waiting);
     if (h.kind != kRun) throw CommError("rank 0 expected logits from the last stage, got a control message");
     return {h.slot, logits};
   }
@@ -133,6 +163,7 @@ class DistributedPipeline final : public Pipeline {
     stopped_ = true;
     send_packet(sends_, 1, kForwardTag, {kStop}, {}, config().hidden_size);
     sends_.drain();
+    phases_.report(0, "waiting for logits");
   }
   const DecoderConfig& config() const override { return first_->config(); }
   int64_t context() const override { return first_->context(); }
@@ -141,6 +172,7 @@ class DistributedPipeline final : public Pipeline {
  private:
   std::unique_ptr<GgufStage> first_;
   std::shared_ptr<World> world_;
+  StagePhases phases_;
   SendQueue sends_;
   bool stopped_ = false;
 };
@@ -176,18 +208,24 @@ void serve_stage(GgufStage& stage, World& world) {
   SendQueue sends(world, stage.slots());
   torch::NoGradGuard no_grad;
   const int64_t hidden = stage.config().hidden_size, vocab = stage.config().vocab_size;
+  StagePhases phases;
   for (;;) {
     auto [h, input] = recv_packet(world, rank - 1, kForwardTag, hidden, /*result=*/false);
+    phases.lap(phases.waiting);
     if (h.kind == kStop || h.kind == kHeartbeat) {
       if (!last) send_packet(sends, next, kForwardTag, h, {}, hidden);
       if (h.kind == kStop) break;
       continue;
     }
     auto out = stage.run_layers(h.slot, input.to(stage.device()), h.position);
-    if (last) send_packet(sends, next, kResultTag, h, stage.head(out.slice(0, h.tokens - h.rows)), vocab);
-    else send_packet(sends, next, kForwardTag, h, out, hidden);
+    if (last) out = stage.head(out.slice(0, h.tokens - h.rows));
+    phases.lap(phases.computing);
+    send_packet(sends, next, last ? kResultTag : kForwardTag, h, out, last ? vocab : hidden);
+    phases.lap(phases.handing_on);
+    ++phases.steps;
   }
   sends.drain();
+  phases.report(rank, "waiting for input");
 }
 
 torch::Tensor PipelineLm::forward(const std::vector<int64_t>& tokens) { return run(tokens, true); }
