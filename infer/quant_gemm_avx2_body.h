@@ -61,6 +61,10 @@ struct Lanes8 {
     return _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, dx), acc);
   }
   static void store(float* p, F v) { _mm256_storeu_ps(p, v); }
+  static I seti(int32_t v) { return _mm256_set1_epi32(v); }
+  static F loadph(const uint8_t* p) {  // L fp16 -> float, exact
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
 };
 
 #if FEDSPLIT_QUANT_VNNI
@@ -89,6 +93,10 @@ struct Lanes16 {
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, dx), acc);
   }
   static void store(float* p, F v) { _mm512_storeu_ps(p, v); }
+  static I seti(int32_t v) { return _mm512_set1_epi32(v); }
+  static F loadph(const uint8_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
 };
 #endif
 
@@ -243,5 +251,91 @@ void gemv_rows(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, cons
     alignas(32) float out[8];
     _mm256_store_ps(out, acc);
     for (int64_t k = 0; k < std::min<int64_t>(8, r1 - r); ++k) y[r + k] = out[k];
+  }
+}
+
+// Interleaved Q4_0 (QuantLayout::interleaved): lanes = V::L weight rows of a 16-row group, from
+// row `lane0` of the group (0, or 8 for the second half with 8 lanes).
+
+// The unsigned weights of one group block for the lanes: u[j] = weights 4j..4j+3 of each lane's row
+// (low nibbles of chunk j for j < 4, high nibbles of chunk j - 4 after), which meet activation
+// codes 4j..4j+3.
+template <class V>
+inline void group_block_weights(const uint8_t* blk, int64_t lane0, typename V::I u[8]) {
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const auto raw = V::load(blk + kGroupRows * 2 + i * kGroupRows * 4 + lane0 * 4);
+    u[i] = V::low4(raw);
+    u[i + 4] = V::low4(V::srl4(raw));
+  }
+}
+
+// Each lane's signed integer dot of its block with the 32 activation codes x (sum xsum).
+template <class V>
+inline typename V::I group_block_dot(const typename V::I u[8], const int8_t* x, int32_t xsum) {
+#if FEDSPLIT_QUANT_VNNI
+  auto acc = V::seti(-8 * xsum);
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j) acc = V::template dot<GgmlType::Q4_0>(acc, u[j], V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j)));
+  return acc;
+#else
+  // int16 sums are exact here: 8 pairs of |15 * 127| at most per lane, 30480 < 32767; so one
+  // madd per block instead of one per chunk.
+  __m256i s16 = _mm256_setzero_si256();
+#pragma GCC unroll 8
+  for (int j = 0; j < 8; ++j)
+    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[j], V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j))));
+  return _mm256_sub_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * xsum));
+#endif
+}
+
+// The group's lanes times N activation rows from n0, all blocks: N float accumulators while each
+// block's weights are unpacked once. y rows r0.. of activation rows n0..n0+N-1.
+template <class V, int N>
+void group_tile(const uint8_t* grp, int64_t lane0, const ActRows& a, int64_t n0, float* y, int64_t y_stride,
+                int64_t r0) {
+  using F = typename V::F;
+  using I = typename V::I;
+  F facc[N];
+#pragma GCC unroll 16
+  for (int n = 0; n < N; ++n) facc[n] = V::zerof();
+  for (int64_t b = 0; b < a.blocks; ++b) {
+    const uint8_t* blk = grp + b * kGroupBlockBytes;
+    I u[8];
+    group_block_weights<V>(blk, lane0, u);
+    const F dw = V::loadph(blk + lane0 * 2);
+#pragma GCC unroll 16
+    for (int n = 0; n < N; ++n) {
+      const int64_t xb = (n0 + n) * a.blocks + b;
+      const I dot = group_block_dot<V>(u, a.codes + xb * kBlock, a.sums[xb]);
+      facc[n] = V::fma_scaled(facc[n], dot, dw, V::setf(a.scales[xb]));
+    }
+  }
+#pragma GCC unroll 16
+  for (int n = 0; n < N; ++n) V::store(y + (n0 + n) * y_stride + r0, facc[n]);
+}
+
+// The last `count` (< N) activation rows from n0: one tile of exactly that many.
+template <class V, int N>
+void group_tile_rest(const uint8_t* grp, int64_t lane0, const ActRows& a, int64_t n0, int64_t count, float* y,
+                     int64_t y_stride, int64_t r0) {
+  if constexpr (N > 0) {
+    if (count == N) return group_tile<V, N>(grp, lane0, a, n0, y, y_stride, r0);
+    group_tile_rest<V, N - 1>(grp, lane0, a, n0, count, y, y_stride, r0);
+  }
+}
+
+// Groups [g0, g1) of the interleaved matrix at w against all activation rows, N at a time.
+template <class V, int N>
+void group_gemm(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+                int64_t y_stride) {
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* grp = w + g * a.blocks * kGroupBlockBytes;
+    for (int64_t lane0 = 0; lane0 < kGroupRows; lane0 += V::L) {
+      const int64_t r0 = g * kGroupRows + lane0;
+      int64_t n = 0;
+      for (; n + N <= batch; n += N) group_tile<V, N>(grp, lane0, a, n, y, y_stride, r0);
+      if (n < batch) group_tile_rest<V, N - 1>(grp, lane0, a, n, batch - n, y, y_stride, r0);
+    }
   }
 }

@@ -35,6 +35,24 @@ using GemmRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64
 using GemvRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                           const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 
+/// Quantized activation rows one after another: scales [batch][blocks], codes [batch][blocks * 32]
+/// and code sums [batch][blocks] (int32).
+struct ActRows {
+  const float* scales;
+  const int8_t* codes;
+  const int32_t* sums;
+  int64_t blocks;
+};
+
+/// An interleaved Q4_0 row group (see QuantLayout): kGroupRows rows, kGroupBlockBytes per block.
+constexpr int64_t kGroupRows = 16;
+constexpr int64_t kGroupBlockBytes = kGroupRows * kQ4_0Bytes;
+
+/// Row groups [g0, g1) of an interleaved Q4_0 matrix (groups from w) times all `batch` activation
+/// rows: y[n * y_stride + r] for the groups' rows r. Bit for bit the GemmRows / GemvRows result.
+using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+                           int64_t y_stride);
+
 /// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).
 bool vnni_in_use();
 void force_no_vnni(bool on);
@@ -54,6 +72,8 @@ void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+                       int64_t y_stride);
 // The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
 // CPU also has AVX512-VNNI and AVX512-VL.
 void gemm_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
@@ -64,6 +84,8 @@ void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+                       int64_t y_stride);
 #endif
 
 }  // namespace fedsplit::quant_detail
