@@ -270,13 +270,15 @@ inline void group_block_weights(const uint8_t* blk, int64_t lane0, typename V::I
   }
 }
 
-// Each lane's signed integer dot of its block with the 32 activation codes x (sum xsum).
+// Each lane's signed integer dot of its block with the 32 activation codes x, given the bias
+// -8 * sum(x).
 template <class V>
-inline typename V::I group_block_dot(const typename V::I u[8], const int8_t* x, int32_t xsum) {
+inline typename V::I group_block_dot(const typename V::I u[8], const int8_t* x, int32_t bias) {
 #if FEDSPLIT_QUANT_VNNI
-  auto acc = V::seti(-8 * xsum);
+  auto acc = V::seti(bias);
 #pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) acc = V::template dot<GgmlType::Q4_0>(acc, u[j], V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j)));
+  for (int j = 0; j < 8; ++j)
+    acc = V::template dot<GgmlType::Q4_0>(acc, u[j], V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j)));
   return acc;
 #else
   // int16 sums are exact here: 8 pairs of |15 * 127| at most per lane, 30480 < 32767; so one
@@ -285,20 +287,24 @@ inline typename V::I group_block_dot(const typename V::I u[8], const int8_t* x, 
 #pragma GCC unroll 8
   for (int j = 0; j < 8; ++j)
     s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u[j], V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j))));
-  return _mm256_sub_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(8 * xsum));
+  return _mm256_add_epi32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)), _mm256_set1_epi32(bias));
 #endif
 }
 
-// The group's lanes times N activation rows from n0, all blocks: N float accumulators while each
-// block's weights are unpacked once. y rows r0.. of activation rows n0..n0+N-1.
+// The group's lanes times N activation rows (tile rows from the entry of tile row 0, block 0), all
+// blocks: N float accumulators while each block's weights are unpacked once. Stores y rows r0.. of
+// activation rows n0..n0+N-1.
 template <class V, int N>
-void group_tile(const uint8_t* grp, int64_t lane0, const ActRows& a, int64_t n0, float* y, int64_t y_stride,
-                int64_t r0) {
+void group_tile(const uint8_t* grp, int64_t lane0, const ActTiles& a, int64_t entry0, int64_t n0, float* y,
+                int64_t y_stride, int64_t r0) {
   using F = typename V::F;
   using I = typename V::I;
   F facc[N];
 #pragma GCC unroll 16
   for (int n = 0; n < N; ++n) facc[n] = V::zerof();
+  const int8_t* codes = a.codes + entry0 * kBlock;
+  const float* scales = a.scales + entry0;
+  const int32_t* bias = a.bias + entry0;
   for (int64_t b = 0; b < a.blocks; ++b) {
     const uint8_t* blk = grp + b * kGroupBlockBytes;
     I u[8];
@@ -306,36 +312,38 @@ void group_tile(const uint8_t* grp, int64_t lane0, const ActRows& a, int64_t n0,
     const F dw = V::loadph(blk + lane0 * 2);
 #pragma GCC unroll 16
     for (int n = 0; n < N; ++n) {
-      const int64_t xb = (n0 + n) * a.blocks + b;
-      const I dot = group_block_dot<V>(u, a.codes + xb * kBlock, a.sums[xb]);
-      facc[n] = V::fma_scaled(facc[n], dot, dw, V::setf(a.scales[xb]));
+      const I dot = group_block_dot<V>(u, codes + n * kBlock, bias[n]);
+      facc[n] = V::fma_scaled(facc[n], dot, dw, V::setf(scales[n]));
     }
+    codes += a.tile * kBlock;
+    scales += a.tile;
+    bias += a.tile;
   }
 #pragma GCC unroll 16
   for (int n = 0; n < N; ++n) V::store(y + (n0 + n) * y_stride + r0, facc[n]);
 }
 
-// The last `count` (< N) activation rows from n0: one tile of exactly that many.
+// The last `count` (< N) activation rows: one tile of exactly that many.
 template <class V, int N>
-void group_tile_rest(const uint8_t* grp, int64_t lane0, const ActRows& a, int64_t n0, int64_t count, float* y,
-                     int64_t y_stride, int64_t r0) {
+void group_tile_rest(const uint8_t* grp, int64_t lane0, const ActTiles& a, int64_t entry0, int64_t n0, int64_t count,
+                     float* y, int64_t y_stride, int64_t r0) {
   if constexpr (N > 0) {
-    if (count == N) return group_tile<V, N>(grp, lane0, a, n0, y, y_stride, r0);
-    group_tile_rest<V, N - 1>(grp, lane0, a, n0, count, y, y_stride, r0);
+    if (count == N) return group_tile<V, N>(grp, lane0, a, entry0, n0, y, y_stride, r0);
+    group_tile_rest<V, N - 1>(grp, lane0, a, entry0, n0, count, y, y_stride, r0);
   }
 }
 
-// Groups [g0, g1) of the interleaved matrix at w against all activation rows, N at a time.
+// Groups [g0, g1) of the interleaved matrix at w against all activation rows, in tiles of N = a.tile.
 template <class V, int N>
-void group_gemm(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+void group_gemm(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                 int64_t y_stride) {
   for (int64_t g = g0; g < g1; ++g) {
     const uint8_t* grp = w + g * a.blocks * kGroupBlockBytes;
     for (int64_t lane0 = 0; lane0 < kGroupRows; lane0 += V::L) {
       const int64_t r0 = g * kGroupRows + lane0;
       int64_t n = 0;
-      for (; n + N <= batch; n += N) group_tile<V, N>(grp, lane0, a, n, y, y_stride, r0);
-      if (n < batch) group_tile_rest<V, N - 1>(grp, lane0, a, n, batch - n, y, y_stride, r0);
+      for (; n + N <= batch; n += N) group_tile<V, N>(grp, lane0, a, n * a.blocks, n, y, y_stride, r0);
+      if (n < batch) group_tile_rest<V, N - 1>(grp, lane0, a, n * a.blocks, n, batch - n, y, y_stride, r0);
     }
   }
 }

@@ -96,16 +96,17 @@ bool cpu_has_vnni() {
 struct AvxKernels {
   GemmRows gemm;
   GemvRows gemv;
-  GroupGemm groups;  // interleaved Q4_0; null for Q8_0
+  GroupGemm groups;    // interleaved Q4_0; null for Q8_0
+  int64_t group_tile;  // its ActTiles::tile
 };
 
 AvxKernels pick_avx(GgmlType type) {
   const bool q8 = type == GgmlType::Q8_0;
   if (cpu_has_vnni())
-    return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni, nullptr}
-              : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni, gemm_q4_0x16_vnni};
-  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2, nullptr}
-            : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2, gemm_q4_0x16_avx2};
+    return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni, nullptr, 0}
+              : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni, gemm_q4_0x16_vnni, kGroupTileVnni};
+  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2, nullptr, 0}
+            : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2, gemm_q4_0x16_avx2, kGroupTileAvx2};
 }
 #endif
 
@@ -235,52 +236,78 @@ void matmul_portable(const QuantMatrix& w, const float* x, int64_t batch, float*
 // Both give the same bits, so the switch point changes speed only.
 constexpr int64_t kGemmMinBatch = 4;
 
+// The quantized activation rows, in the forms the kernels read.
+struct AvxActs {
+  std::vector<float> xs;       // [batch][blocks]: the GEMV's
+  std::vector<int8_t> xq;      // [batch][cols]
+  std::vector<int32_t> xsum;   // [batch][blocks]
+  std::vector<int8_t> pcodes;  // PackedActs: the plain GEMM's
+  std::vector<float> pscales;
+  std::vector<int32_t> psums;
+  std::vector<int8_t> tcodes;  // ActTiles: the interleaved groups'
+  std::vector<float> tscales;
+  std::vector<int32_t> tbias;
+};
+
 // Rows [r0, r1) of a plain matrix (or of the plain rows after an interleaved matrix's groups).
-void plain_rows_avx2(const QuantMatrix& w, const AvxKernels& k, int64_t r0, int64_t r1, const PackedActs& packed,
-                     const ActRows& rows, int64_t batch, float* y) {
+void plain_rows_avx2(const QuantMatrix& w, const AvxKernels& k, int64_t r0, int64_t r1, const AvxActs& acts,
+                     const PackedActs& packed, int64_t batch, float* y) {
   const int64_t row_bytes = row_bytes_of(w);
+  const int64_t blocks = w.cols / kBlock;
   if (batch >= kGemmMinBatch) return k.gemm(w.data, row_bytes, r0, r1, packed, batch, y, w.rows);
   for (int64_t n = 0; n < batch; ++n)
-    k.gemv(w.data, row_bytes, r0, r1, rows.scales + n * rows.blocks, rows.codes + n * w.cols,
-           rows.sums + n * rows.blocks, rows.blocks, y + n * w.rows);
+    k.gemv(w.data, row_bytes, r0, r1, acts.xs.data() + n * blocks, acts.xq.data() + n * w.cols,
+           acts.xsum.data() + n * blocks, blocks, y + n * w.rows);
 }
 
 void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
   const int64_t blocks = w.cols / kBlock;
   const int64_t groups = full_groups(w);
   const int64_t plain_rows = w.rows - groups * kGroupRows;
-  // The plain GEMM reads packed activations; the interleaved groups read the rows as quantized.
+  const AvxKernels k = pick_avx(w.type);
+  // The plain GEMM reads PackedActs, the interleaved groups ActTiles, the GEMV plain rows.
   const bool pack = batch >= kGemmMinBatch && plain_rows > 0;
   const int64_t lane_groups = 2 * ((batch + 15) / 16);  // even: a 16-lane load never leaves the buffer
-  std::vector<float> xs(static_cast<size_t>(batch * blocks));
-  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
-  std::vector<int32_t> xsum(static_cast<size_t>(batch * blocks));
-  // Zero-filled, so the padding rows of the last group contribute nothing.
-  std::vector<int8_t> pcodes(pack ? static_cast<size_t>(lane_groups * blocks * 256) : 0);
-  std::vector<float> pscales(pack ? static_cast<size_t>(lane_groups * blocks * 8) : 0);
-  std::vector<int32_t> psums(pscales.size());
+  const int64_t tile = groups > 0 ? k.group_tile : 1;
+  const int64_t tile_rows = groups > 0 ? (batch + tile - 1) / tile * tile : 0;
+  AvxActs acts;
+  acts.xs.resize(static_cast<size_t>(batch * blocks));
+  acts.xq.resize(static_cast<size_t>(batch * w.cols));
+  acts.xsum.resize(static_cast<size_t>(batch * blocks));
+  // Zero-filled, so the padding rows contribute nothing.
+  acts.pcodes.resize(pack ? static_cast<size_t>(lane_groups * blocks * 256) : 0);
+  acts.pscales.resize(pack ? static_cast<size_t>(lane_groups * blocks * 8) : 0);
+  acts.psums.resize(acts.pscales.size());
+  acts.tcodes.resize(static_cast<size_t>(tile_rows * w.cols));
+  acts.tscales.resize(static_cast<size_t>(tile_rows * blocks));
+  acts.tbias.resize(acts.tscales.size());
   // Quantizing and packing are per row and exact, so threads may share them out.
   parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
-      float* s = xs.data() + n * blocks;
-      int8_t* q = xq.data() + n * w.cols;
+      float* s = acts.xs.data() + n * blocks;
+      int8_t* q = acts.xq.data() + n * w.cols;
       quantize_row_avx2(x + n * w.cols, w.cols, s, q);
       for (int64_t b = 0; b < blocks; ++b) {
         int32_t sum = 0;
         for (int j = 0; j < kBlock; ++j) sum += q[b * kBlock + j];
-        xsum[n * blocks + b] = sum;
+        acts.xsum[n * blocks + b] = sum;
+        if (tile_rows > 0) {
+          const int64_t entry = (n / tile * blocks + b) * tile + n % tile;
+          std::memcpy(&acts.tcodes[entry * kBlock], q + b * kBlock, kBlock);
+          acts.tscales[entry] = s[b];
+          acts.tbias[entry] = -8 * sum;
+        }
         if (!pack) continue;
         const int64_t g = n / 8, lane = n % 8;
         for (int i = 0; i < 8; ++i)
-          std::memcpy(&pcodes[((b * 8 + i) * lane_groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
-        pscales[(b * lane_groups + g) * 8 + lane] = s[b];
-        psums[(b * lane_groups + g) * 8 + lane] = sum;
+          std::memcpy(&acts.pcodes[((b * 8 + i) * lane_groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
+        acts.pscales[(b * lane_groups + g) * 8 + lane] = s[b];
+        acts.psums[(b * lane_groups + g) * 8 + lane] = sum;
       }
     }
   });
-  const AvxKernels k = pick_avx(w.type);
-  const PackedActs packed{pcodes.data(), pscales.data(), psums.data(), blocks, lane_groups};
-  const ActRows rows{xs.data(), xq.data(), xsum.data(), blocks};
+  const PackedActs packed{acts.pcodes.data(), acts.pscales.data(), acts.psums.data(), blocks, lane_groups};
+  const ActTiles tiles{acts.tcodes.data(), acts.tscales.data(), acts.tbias.data(), blocks, tile};
   // The pool splits W's rows in units: one row group each (interleaved), then one unit for the
   // plain rows; 24 rows (a multiple of the tile heights 6 and 2 and of the GEMV's 8) for a plain
   // matrix. The tiles and GEMV steps give each output the same bits wherever a split falls.
@@ -288,9 +315,9 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
   const int64_t units = groups > 0 ? groups + (plain_rows > 0) : (w.rows + unit - 1) / unit;
   parallel_for(threads_for(w, batch, threads), units, [&](int64_t u0, int64_t u1) {
     const int64_t g1 = std::min(u1, groups);
-    if (u0 < g1) k.groups(w.data, u0, g1, rows, batch, y, w.rows);
+    if (u0 < g1) k.groups(w.data, u0, g1, tiles, batch, y, w.rows);
     const int64_t r0 = std::max(u0 * unit, groups * kGroupRows), r1 = std::min(w.rows, u1 * unit);
-    if (r0 < r1) plain_rows_avx2(w, k, r0, r1, packed, rows, batch, y);
+    if (r0 < r1) plain_rows_avx2(w, k, r0, r1, acts, packed, batch, y);
   });
 }
 #endif

@@ -35,13 +35,16 @@ using GemmRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64
 using GemvRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                           const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 
-/// Quantized activation rows one after another: scales [batch][blocks], codes [batch][blocks * 32]
-/// and code sums [batch][blocks] (int32).
-struct ActRows {
-  const float* scales;
+/// Quantized activation rows packed for the interleaved Q4_0 kernels in tiles of `tile` rows (the
+/// last tile padded with zero rows): row n of tile t, block b is entry (t * blocks + b) * tile + n,
+/// with 32 codes from codes + entry * 32, its scale and its bias, -8 * the sum of its codes (the
+/// kernels use unsigned nibbles u = w + 8: dot(w, x) = dot(u, x) - 8 * sum(x)).
+struct ActTiles {
   const int8_t* codes;
-  const int32_t* sums;
+  const float* scales;
+  const int32_t* bias;
   int64_t blocks;
+  int64_t tile;
 };
 
 /// An interleaved Q4_0 row group (see QuantLayout): kGroupRows rows, kGroupBlockBytes per block.
@@ -50,8 +53,19 @@ constexpr int64_t kGroupBlockBytes = kGroupRows * kQ4_0Bytes;
 
 /// Row groups [g0, g1) of an interleaved Q4_0 matrix (groups from w) times all `batch` activation
 /// rows: y[n * y_stride + r] for the groups' rows r. Bit for bit the GemmRows / GemvRows result.
-using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                            int64_t y_stride);
+
+/// The activation tile heights of the group kernels (ActTiles::tile), by measurement: the float
+/// accumulators of a tile and the 8 unpacked weight vectors of a block fill the registers.
+#ifndef Q4X_TILE_VNNI
+#define Q4X_TILE_VNNI 8
+#endif
+#ifndef Q4X_TILE_AVX2
+#define Q4X_TILE_AVX2 4
+#endif
+constexpr int64_t kGroupTileVnni = Q4X_TILE_VNNI;
+constexpr int64_t kGroupTileAvx2 = Q4X_TILE_AVX2;
 
 /// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).
 bool vnni_in_use();
@@ -72,7 +86,7 @@ void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
-void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride);
 // The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
 // CPU also has AVX512-VNNI and AVX512-VL.
@@ -84,7 +98,7 @@ void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
-void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActRows& a, int64_t batch, float* y,
+void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride);
 #endif
 
