@@ -339,13 +339,13 @@ QuantLayout preferred_layout(GgmlType type, int64_t rows, int64_t cols) {
 }
 
 std::vector<uint8_t> to_layout(GgmlType type, const uint8_t* plain, int64_t rows, int64_t cols, QuantLayout layout) {
-  const QuantMatrix src{type, plain, rows, cols};
-  check_matrix(QuantMatrix{type, plain, rows, cols, layout}, 0);
-  const int64_t row_bytes = row_bytes_of(src);
+  const QuantMatrix w{type, plain, rows, cols, layout};
+  check_matrix(w, 0);
+  const int64_t row_bytes = row_bytes_of(w);
+  // The plain copy already holds the rows past the last full group.
   std::vector<uint8_t> out(plain, plain + rows * row_bytes);
-  if (layout == QuantLayout::plain) return out;
   const int64_t blocks = cols / kBlock;
-  for (int64_t r = 0; r < rows / kGroupRows * kGroupRows; ++r) {
+  for (int64_t r = 0; r < full_groups(w) * kGroupRows; ++r) {
     const uint8_t* row = plain + r * row_bytes;
     for (int64_t b = 0; b < blocks; ++b) {
       const GroupPlace at = group_place(r / kGroupRows, blocks, b, r % kGroupRows);
@@ -362,7 +362,9 @@ void dequantize_matrix_row(const QuantMatrix& w, int64_t row, float* out) {
   if (row < 0 || row >= w.rows)
     throw DataError("quant kernels: row " + std::to_string(row) + " of a matrix with " + std::to_string(w.rows) +
                     " rows");
-  std::vector<uint8_t> bytes(static_cast<size_t>(row_bytes_of(w)));
+  const int64_t row_bytes = row_bytes_of(w);
+  if (row >= full_groups(w) * kGroupRows) return dequantize_values(w.type, w.data + row * row_bytes, w.cols, out);
+  std::vector<uint8_t> bytes(static_cast<size_t>(row_bytes));
   copy_plain_row(w, row, bytes.data());
   dequantize_values(w.type, bytes.data(), w.cols, out);
 }
