@@ -190,8 +190,8 @@ void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* co
 }
 
 // Portable: rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that
-// a tile of W stays in cache across the batch. y[n * rows + r].
-// An interleaved matrix's tile is first copied back to plain rows: the same dots, in the same order.
+// a tile of W stays in cache across the batch. y[n * rows + r]. An interleaved matrix's tile is
+// first copied back to plain rows: the same dots in the same order, so the same bits.
 void run_rows_portable(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs, const int8_t* xq,
                        int64_t batch, float* y) {
   constexpr int64_t kRowTile = 16;
@@ -274,7 +274,8 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
   acts.xs.resize(static_cast<size_t>(batch * blocks));
   acts.xq.resize(static_cast<size_t>(batch * w.cols));
   acts.xsum.resize(static_cast<size_t>(batch * blocks));
-  // Zero-filled, so the padding rows contribute nothing.
+  // Zero-filled, so the padding rows of the last lane group contribute nothing (the group kernels
+  // skip a last tile's padding rows).
   acts.pcodes.resize(pack ? static_cast<size_t>(lane_groups * blocks * 256) : 0);
   acts.pscales.resize(pack ? static_cast<size_t>(lane_groups * blocks * 8) : 0);
   acts.psums.resize(acts.pscales.size());
