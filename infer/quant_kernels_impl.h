@@ -57,9 +57,10 @@ using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActTi
                            int64_t y_stride);
 
 /// The activation tile heights (ActTiles::tile) of the group kernels, by measurement (T = 110 on a
-/// 2-core AVX512-VNNI Xeon): with VNNI, 8 rows beat 4, 6, 12 and 16 (8 float accumulators and the
-/// block's 8 unpacked weight vectors in 32 registers); with AVX2's 16 registers, 4 beat 2 and 3.
-constexpr int64_t kGroupTileVnni = 8;
+/// 2-core AVX512-VNNI Xeon). With VNNI, tiles of 2 groups x 5 rows: 16 unpacked weight vectors, 10
+/// float accumulators (32 registers); 5 and 6 rows tie and beat 4, 7 and 8 (spills) and 1 group x
+/// 4 to 16 rows by ~20%. With AVX2's 16 registers, 1 group x 4 rows beat 2 and 3.
+constexpr int64_t kGroupTileVnni = 5;
 constexpr int64_t kGroupTileAvx2 = 4;
 
 /// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).

@@ -31,9 +31,9 @@ struct Shape {
   int64_t rows;
   int64_t cols;
 };
-// Interleaved Q4_0 groups 16 rows: 16 and 4096 are whole groups, 33 and 37 groups and a plain tail,
-// 1 to 7 a tail alone.
-const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {16, 64}, {33, 96}, {37, 2048}, {4096, 1024}};
+// Interleaved Q4_0 groups 16 rows (the VNNI tile takes 2 groups at a time): 16 and 4096 are whole
+// groups, 33, 37 and 50 (an odd count) groups and a plain tail, 1 to 7 a tail alone.
+const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {16, 64}, {33, 96}, {37, 2048}, {50, 64}, {4096, 1024}};
 const GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q4_0};
 
 // Each type's layouts: Q8_0 plain only, Q4_0 plain and interleaved.
@@ -290,7 +290,7 @@ TEST(QuantKernels, ANonFiniteActivationRowStaysInItsRow) {
 // (VNNI, plain AVX2, portable), for whole groups and groups with a plain tail, the GEMV's batches
 // (1-3) and the GEMM's, and any thread count.
 void expect_interleaved_equals_plain() {
-  const Shape shapes[] = {{16, 32}, {32, 256}, {45, 96}, {130, 384}};
+  const Shape shapes[] = {{16, 32}, {32, 256}, {45, 96}, {50, 64}, {130, 384}};
   uint32_t seed = 1000;
   for (const Shape& s : shapes) {
     const Matrix m(GgmlType::Q4_0, s, seed++, QuantLayout::interleaved);
