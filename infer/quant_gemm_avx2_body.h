@@ -2,10 +2,11 @@
 // quant_kernels_avx2_body.h): plain AVX2 and, with FEDSPLIT_QUANT_VNNI set, AVX512-VNNI + VL.
 // No include guard on purpose.
 //
-// Both kernels compute every output as llama.cpp-style tiles do: one float per (weight row,
+// All kernels here compute every output as llama.cpp-style tiles do: one float per (weight row,
 // activation row), acc = fma(float(int dot of block b), d_w[b] * d_x[b], acc) for b = 0, 1, ...
 // with acc starting at 0. The integer dot is exact whichever way it is formed, so the GEMM tile
-// (lanes = activation rows) and the GEMV (lanes = weight rows) give the same bits.
+// (lanes = activation rows), the GEMV (lanes = weight rows) and the interleaved Q4_0 group tile
+// (lanes = weight rows, at the end) give the same bits.
 
 // Unsigned 4-byte weight chunks, broadcast to all lanes, and the constant that turns the unsigned
 // dot back into the signed one: dot(w, x) = dot(u, x) - Bias * sum(x).
