@@ -96,12 +96,17 @@ bool cpu_has_vnni() {
 struct AvxKernels {
   GemmRows gemm;
   GemvRows gemv;
+  GroupGemm groups;    // interleaved Q4_0; null for Q8_0
+  int64_t group_tile;  // its ActTiles::tile
 };
 
 AvxKernels pick_avx(GgmlType type) {
   const bool q8 = type == GgmlType::Q8_0;
-  if (cpu_has_vnni()) return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni} : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni};
-  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2} : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2};
+  if (cpu_has_vnni())
+    return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni, nullptr, 0}
+              : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni, gemm_q4_0x16_vnni, kGroupTileVnni};
+  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2, nullptr, 0}
+            : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2, gemm_q4_0x16_avx2, kGroupTileAvx2};
 }
 #endif
 
@@ -115,6 +120,45 @@ void check_matrix(const QuantMatrix& w, int64_t batch) {
                     " needs rows >= 0 and cols a positive multiple of 32");
   if (batch < 0) throw DataError("quant kernels: negative batch " + std::to_string(batch));
   if (w.rows > 0 && w.data == nullptr) throw DataError("quant kernels: weight data is null");
+  if (w.layout == QuantLayout::interleaved && w.type != GgmlType::Q4_0)
+    throw DataError("quant kernels: the interleaved layout is for Q4_0 only, not " +
+                    ggml_type_name(static_cast<uint32_t>(w.type)));
+}
+
+int64_t row_bytes_of(const QuantMatrix& w) {
+  return w.cols / kBlock * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
+}
+
+// Full interleaved row groups of w (the rows after them are plain).
+int64_t full_groups(const QuantMatrix& w) {
+  return w.layout == QuantLayout::interleaved ? w.rows / kGroupRows : 0;
+}
+
+// Where block b of row k of a group starts in the interleaved layout, for scale and nibble bytes.
+struct GroupPlace {
+  int64_t scale;   // the fp16 scale's 2 bytes
+  int64_t chunk0;  // nibble bytes 0..3; chunk i (bytes 4i..) is i * kGroupRows * 4 further
+};
+
+GroupPlace group_place(int64_t group, int64_t blocks, int64_t b, int64_t k) {
+  const int64_t blk = (group * blocks + b) * kGroupBlockBytes;
+  return {blk + 2 * k, blk + 2 * kGroupRows + 4 * k};
+}
+
+// Row `row` of w as GGUF stores it (row_bytes_of(w) bytes into out), whatever w's layout.
+void copy_plain_row(const QuantMatrix& w, int64_t row, uint8_t* out) {
+  const int64_t row_bytes = row_bytes_of(w);
+  if (row >= full_groups(w) * kGroupRows) {  // plain rows keep their plain offset
+    std::memcpy(out, w.data + row * row_bytes, static_cast<size_t>(row_bytes));
+    return;
+  }
+  const int64_t blocks = w.cols / kBlock;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const GroupPlace at = group_place(row / kGroupRows, blocks, b, row % kGroupRows);
+    uint8_t* blk = out + b * kQ4_0Bytes;
+    std::memcpy(blk, w.data + at.scale, 2);
+    for (int64_t i = 0; i < 4; ++i) std::memcpy(blk + 2 + 4 * i, w.data + at.chunk0 + i * kGroupRows * 4, 4);
+  }
 }
 
 // Q8 blocks of one activation row: scale = absmax / 127, codes = x / scale rounded to nearest
@@ -146,19 +190,24 @@ void quantize_activation(const float* x, int64_t cols, float* scales, int8_t* co
 }
 
 // Portable: rows [r0, r1) of W against all `batch` quantized activations, in tiles of rows so that
-// a tile of W stays in cache across the batch. y[n * rows + r].
+// a tile of W stays in cache across the batch. y[n * rows + r]. An interleaved matrix's tile is
+// first copied back to plain rows: the same dots in the same order, so the same bits.
 void run_rows_portable(const QuantMatrix& w, RowDot dot, int64_t r0, int64_t r1, const float* xs, const int8_t* xq,
                        int64_t batch, float* y) {
   constexpr int64_t kRowTile = 16;
   const int64_t blocks = w.cols / kBlock;
-  const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
+  const int64_t row_bytes = row_bytes_of(w);
+  const bool plain = w.layout == QuantLayout::plain;
+  std::vector<uint8_t> tile(plain ? 0 : static_cast<size_t>(kRowTile * row_bytes));
   for (int64_t t0 = r0; t0 < r1; t0 += kRowTile) {
     const int64_t t1 = std::min(r1, t0 + kRowTile);
+    for (int64_t r = t0; !plain && r < t1; ++r) copy_plain_row(w, r, tile.data() + (r - t0) * row_bytes);
+    const uint8_t* rows = plain ? w.data + t0 * row_bytes : tile.data();
     for (int64_t n = 0; n < batch; ++n) {
       const float* s = xs + n * blocks;
       const int8_t* q = xq + n * w.cols;
       float* yn = y + n * w.rows;
-      for (int64_t r = t0; r < t1; ++r) yn[r] = dot(w.data + r * row_bytes, s, q, blocks);
+      for (int64_t r = t0; r < t1; ++r) yn[r] = dot(rows + (r - t0) * row_bytes, s, q, blocks);
     }
   }
 }
@@ -187,51 +236,89 @@ void matmul_portable(const QuantMatrix& w, const float* x, int64_t batch, float*
 // Both give the same bits, so the switch point changes speed only.
 constexpr int64_t kGemmMinBatch = 4;
 
+// The quantized activation rows, in the forms the kernels read.
+struct AvxActs {
+  std::vector<float> xs;       // [batch][blocks]: the GEMV's
+  std::vector<int8_t> xq;      // [batch][cols]
+  std::vector<int32_t> xsum;   // [batch][blocks]
+  std::vector<int8_t> pcodes;  // PackedActs: the plain GEMM's
+  std::vector<float> pscales;
+  std::vector<int32_t> psums;
+  std::vector<int8_t> tcodes;  // ActTiles: the interleaved groups'
+  std::vector<float> tscales;
+  std::vector<int32_t> tbias;
+};
+
+// Rows [r0, r1) of a plain matrix (or of the plain rows after an interleaved matrix's groups).
+void plain_rows_avx2(const QuantMatrix& w, const AvxKernels& k, int64_t r0, int64_t r1, const AvxActs& acts,
+                     const PackedActs& packed, int64_t batch, float* y) {
+  const int64_t row_bytes = row_bytes_of(w);
+  const int64_t blocks = w.cols / kBlock;
+  if (batch >= kGemmMinBatch) return k.gemm(w.data, row_bytes, r0, r1, packed, batch, y, w.rows);
+  for (int64_t n = 0; n < batch; ++n)
+    k.gemv(w.data, row_bytes, r0, r1, acts.xs.data() + n * blocks, acts.xq.data() + n * w.cols,
+           acts.xsum.data() + n * blocks, blocks, y + n * w.rows);
+}
+
 void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, int threads) {
   const int64_t blocks = w.cols / kBlock;
-  const int64_t row_bytes = blocks * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
-  const bool gemm = batch >= kGemmMinBatch;
-  const int64_t groups = 2 * ((batch + 15) / 16);  // even: a 16-lane load never leaves the buffer
-  std::vector<float> xs(static_cast<size_t>(batch * blocks));
-  std::vector<int8_t> xq(static_cast<size_t>(batch * w.cols));
-  std::vector<int32_t> xsum(static_cast<size_t>(batch * blocks));
-  // Zero-filled, so the padding rows of the last group contribute nothing.
-  std::vector<int8_t> pcodes(gemm ? static_cast<size_t>(groups * blocks * 256) : 0);
-  std::vector<float> pscales(gemm ? static_cast<size_t>(groups * blocks * 8) : 0);
-  std::vector<int32_t> psums(pscales.size());
+  const int64_t groups = full_groups(w);
+  const int64_t plain_rows = w.rows - groups * kGroupRows;
+  const AvxKernels k = pick_avx(w.type);
+  // The plain GEMM reads PackedActs, the interleaved groups ActTiles, the GEMV plain rows.
+  const bool pack = batch >= kGemmMinBatch && plain_rows > 0;
+  const int64_t lane_groups = 2 * ((batch + 15) / 16);  // even: a 16-lane load never leaves the buffer
+  const int64_t tile = groups > 0 ? k.group_tile : 1;
+  const int64_t tile_rows = groups > 0 ? (batch + tile - 1) / tile * tile : 0;
+  AvxActs acts;
+  acts.xs.resize(static_cast<size_t>(batch * blocks));
+  acts.xq.resize(static_cast<size_t>(batch * w.cols));
+  acts.xsum.resize(static_cast<size_t>(batch * blocks));
+  // Zero-filled, so the padding rows of the last lane group contribute nothing (the group kernels
+  // skip a last tile's padding rows).
+  acts.pcodes.resize(pack ? static_cast<size_t>(lane_groups * blocks * 256) : 0);
+  acts.pscales.resize(pack ? static_cast<size_t>(lane_groups * blocks * 8) : 0);
+  acts.psums.resize(acts.pscales.size());
+  acts.tcodes.resize(static_cast<size_t>(tile_rows * w.cols));
+  acts.tscales.resize(static_cast<size_t>(tile_rows * blocks));
+  acts.tbias.resize(acts.tscales.size());
   // Quantizing and packing are per row and exact, so threads may share them out.
   parallel_for(batch >= 8 ? threads : 1, batch, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n) {
-      float* s = xs.data() + n * blocks;
-      int8_t* q = xq.data() + n * w.cols;
+      float* s = acts.xs.data() + n * blocks;
+      int8_t* q = acts.xq.data() + n * w.cols;
       quantize_row_avx2(x + n * w.cols, w.cols, s, q);
       for (int64_t b = 0; b < blocks; ++b) {
         int32_t sum = 0;
         for (int j = 0; j < kBlock; ++j) sum += q[b * kBlock + j];
-        xsum[n * blocks + b] = sum;
-        if (!gemm) continue;
+        acts.xsum[n * blocks + b] = sum;
+        if (tile_rows > 0) {
+          const int64_t entry = (n / tile * blocks + b) * tile + n % tile;
+          std::memcpy(&acts.tcodes[entry * kBlock], q + b * kBlock, kBlock);
+          acts.tscales[entry] = s[b];
+          acts.tbias[entry] = -8 * sum;
+        }
+        if (!pack) continue;
         const int64_t g = n / 8, lane = n % 8;
         for (int i = 0; i < 8; ++i)
-          std::memcpy(&pcodes[((b * 8 + i) * groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
-        pscales[(b * groups + g) * 8 + lane] = s[b];
-        psums[(b * groups + g) * 8 + lane] = sum;
+          std::memcpy(&acts.pcodes[((b * 8 + i) * lane_groups + g) * 32 + 4 * lane], q + b * kBlock + 4 * i, 4);
+        acts.pscales[(b * lane_groups + g) * 8 + lane] = s[b];
+        acts.psums[(b * lane_groups + g) * 8 + lane] = sum;
       }
     }
   });
-  // The pool splits W's rows in units of 24 (a multiple of the tile heights 6 and 2 and of the
-  // GEMV's 8); the tiles and GEMV steps give each output the same bits wherever a split falls.
-  constexpr int64_t kUnit = 24;
-  const AvxKernels k = pick_avx(w.type);
-  const PackedActs acts{pcodes.data(), pscales.data(), psums.data(), blocks, groups};
-  parallel_for(threads_for(w, batch, threads), (w.rows + kUnit - 1) / kUnit, [&](int64_t u0, int64_t u1) {
-    const int64_t r0 = u0 * kUnit, r1 = std::min(w.rows, u1 * kUnit);
-    if (gemm) {
-      k.gemm(w.data, row_bytes, r0, r1, acts, batch, y, w.rows);
-      return;
-    }
-    for (int64_t n = 0; n < batch; ++n)
-      k.gemv(w.data, row_bytes, r0, r1, xs.data() + n * blocks, xq.data() + n * w.cols, xsum.data() + n * blocks,
-             blocks, y + n * w.rows);
+  const PackedActs packed{acts.pcodes.data(), acts.pscales.data(), acts.psums.data(), blocks, lane_groups};
+  const ActTiles tiles{acts.tcodes.data(), acts.tscales.data(), acts.tbias.data(), blocks, tile};
+  // The pool splits W's rows in units: one row group each (interleaved), then one unit for the
+  // plain rows; 24 rows (a multiple of the tile heights 6 and 2 and of the GEMV's 8) for a plain
+  // matrix. The tiles and GEMV steps give each output the same bits wherever a split falls.
+  const int64_t unit = groups > 0 ? kGroupRows : 24;
+  const int64_t units = groups > 0 ? groups + (plain_rows > 0) : (w.rows + unit - 1) / unit;
+  parallel_for(threads_for(w, batch, threads), units, [&](int64_t u0, int64_t u1) {
+    const int64_t g1 = std::min(u1, groups);
+    if (u0 < g1) k.groups(w.data, u0, g1, tiles, batch, y, w.rows);
+    const int64_t r0 = std::max(u0 * unit, groups * kGroupRows), r1 = std::min(w.rows, u1 * unit);
+    if (r0 < r1) plain_rows_avx2(w, k, r0, r1, acts, packed, batch, y);
   });
 }
 #endif
@@ -245,6 +332,42 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
   if (use_avx2()) return matmul_avx2(w, x, batch, y, threads);
 #endif
   matmul_portable(w, x, batch, y, threads);
+}
+
+QuantLayout preferred_layout(GgmlType type, int64_t rows, int64_t cols) {
+  const bool fits = type == GgmlType::Q4_0 && rows >= kGroupRows && cols > 0 && cols % kBlock == 0;
+  return fits && use_avx2() ? QuantLayout::interleaved : QuantLayout::plain;
+}
+
+std::vector<uint8_t> to_layout(GgmlType type, const uint8_t* plain, int64_t rows, int64_t cols, QuantLayout layout) {
+  const QuantMatrix w{type, plain, rows, cols, layout};
+  check_matrix(w, 0);
+  const int64_t row_bytes = row_bytes_of(w);
+  // The plain copy already holds the rows past the last full group.
+  std::vector<uint8_t> out(plain, plain + rows * row_bytes);
+  const int64_t blocks = cols / kBlock;
+  for (int64_t r = 0; r < full_groups(w) * kGroupRows; ++r) {
+    const uint8_t* row = plain + r * row_bytes;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const GroupPlace at = group_place(r / kGroupRows, blocks, b, r % kGroupRows);
+      const uint8_t* blk = row + b * kQ4_0Bytes;
+      std::memcpy(&out[at.scale], blk, 2);
+      for (int64_t i = 0; i < 4; ++i) std::memcpy(&out[at.chunk0 + i * kGroupRows * 4], blk + 2 + 4 * i, 4);
+    }
+  }
+  return out;
+}
+
+void dequantize_matrix_row(const QuantMatrix& w, int64_t row, float* out) {
+  check_matrix(w, 0);
+  if (row < 0 || row >= w.rows)
+    throw DataError("quant kernels: row " + std::to_string(row) + " of a matrix with " + std::to_string(w.rows) +
+                    " rows");
+  const int64_t row_bytes = row_bytes_of(w);
+  if (row >= full_groups(w) * kGroupRows) return dequantize_values(w.type, w.data + row * row_bytes, w.cols, out);
+  std::vector<uint8_t> bytes(static_cast<size_t>(row_bytes));
+  copy_plain_row(w, row, bytes.data());
+  dequantize_values(w.type, bytes.data(), w.cols, out);
 }
 
 void quant_matvec(const QuantMatrix& w, const float* x, float* y, int threads) {

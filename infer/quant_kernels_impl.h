@@ -35,6 +35,34 @@ using GemmRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64
 using GemvRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                           const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 
+/// Quantized activation rows packed for the interleaved Q4_0 kernels in tiles of `tile` rows (the
+/// last tile padded with zero rows): row n of tile t, block b is entry (t * blocks + b) * tile + n,
+/// with 32 codes from codes + entry * 32, its scale and its bias, -8 * the sum of its codes (the
+/// kernels use unsigned nibbles u = w + 8: dot(w, x) = dot(u, x) - 8 * sum(x)).
+struct ActTiles {
+  const int8_t* codes;
+  const float* scales;
+  const int32_t* bias;
+  int64_t blocks;
+  int64_t tile;
+};
+
+/// An interleaved Q4_0 row group (see QuantLayout): kGroupRows rows, kGroupBlockBytes per block.
+constexpr int64_t kGroupRows = 16;
+constexpr int64_t kGroupBlockBytes = kGroupRows * kQ4_0Bytes;
+
+/// Row groups [g0, g1) of an interleaved Q4_0 matrix (groups from w) times all `batch` activation
+/// rows: y[n * y_stride + r] for the groups' rows r. Bit for bit the GemmRows / GemvRows result.
+using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                           int64_t y_stride);
+
+/// The activation tile heights (ActTiles::tile) of the group kernels, by measurement (T = 110 on a
+/// 2-core AVX512-VNNI Xeon). With VNNI, tiles of 2 groups x 5 rows: 16 unpacked weight vectors, 10
+/// float accumulators (32 registers); 5 and 6 rows tie and beat 4, 7 and 8 (spills) and 1 group x
+/// 4 to 16 rows by ~20%. With AVX2's 16 registers, 1 group x 4 rows beat 2 and 3.
+constexpr int64_t kGroupTileVnni = 5;
+constexpr int64_t kGroupTileAvx2 = 4;
+
 /// For tests: whether the AVX512-VNNI variants run, and a switch back to plain AVX2 (process-wide).
 bool vnni_in_use();
 void force_no_vnni(bool on);
@@ -54,6 +82,8 @@ void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride);
 // The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
 // CPU also has AVX512-VNNI and AVX512-VL.
 void gemm_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const PackedActs& a,
@@ -64,6 +94,8 @@ void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride);
 #endif
 
 }  // namespace fedsplit::quant_detail

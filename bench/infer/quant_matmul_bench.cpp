@@ -1,8 +1,10 @@
-// Times quant_matmul at the pretrain-base shapes (rows x cols: 384x384, 1024x384, 384x1024,
-// 8192x384) with T activation rows, Q8_0 and Q4_0, on 1 and 2 threads; prints the median GMAC/s
-// and the best of `reps` runs (the best is steadier on a shared machine). Torch-free; built as
-// build/bench/bench_quant_matmul_bench:
-//   [NO_VNNI=1] build/bench/bench_quant_matmul_bench [T = 110] [reps = 9] [max threads = 2]
+// Times quant_matmul at the pretrain-base shapes (rows x cols: 640x384 = fused q/k/v, 2048x384 =
+// fused gate/up, 384x1024, 384x384, 8192x384) with T activation rows, on 1 and 2 threads, for
+// three variants: Q8_0, Q4_0 plain (GGUF's rows) and Q4_0 interleaved (to_layout). The variants
+// alternate rep by rep, so load on a shared machine hits them alike; prints the median GMAC/s and
+// the best of `reps` runs (the best is steadier on a shared machine), and Q4_0 interleaved over
+// Q4_0 plain and over Q8_0 (medians). Torch-free; built as build/bench/bench_quant_matmul_bench:
+//   [NO_VNNI=1] build/bench/bench_quant_matmul_bench [T = 110] [reps = 15] [max threads = 2]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -18,49 +20,77 @@ using namespace fedsplit;
 
 namespace {
 
-std::vector<uint8_t> random_weights(GgmlType type, int64_t rows, int64_t cols, std::mt19937& rng) {
-  std::normal_distribution<float> dist(0.0f, 0.05f);
-  std::vector<float> w(static_cast<size_t>(rows * cols));
-  for (float& v : w) v = dist(rng);
-  return quantize_rows(type, w.data(), rows, cols);
+std::vector<float> random_floats(int64_t n, float sigma, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.0f, sigma);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+struct Variant {
+  const char* name;
+  std::vector<uint8_t> bytes;
+  QuantMatrix w;
+  std::vector<double> gmacs;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const int64_t T = argc > 1 ? std::atoll(argv[1]) : 110;
-  const int reps = argc > 2 ? std::atoi(argv[2]) : 9;
+  const int reps = argc > 2 ? std::atoi(argv[2]) : 15;
   const int max_threads = argc > 3 ? std::atoi(argv[3]) : 2;
-  const int64_t shapes[4][2] = {{384, 384}, {1024, 384}, {384, 1024}, {8192, 384}};
+  const int64_t shapes[5][2] = {{640, 384}, {2048, 384}, {384, 1024}, {384, 384}, {8192, 384}};
   // NO_VNNI=1 times the plain AVX2 kernels on a CPU that has AVX512-VNNI.
   if (const char* v = std::getenv("NO_VNNI"); v != nullptr && v[0] == '1') quant_detail::force_no_vnni(true);
   std::mt19937 rng(7);
-  std::printf("kernel %s%s, T %lld\n", quant_kernel_name(), quant_detail::vnni_in_use() ? " (vnni)" : "", static_cast<long long>(T));
-  for (GgmlType type : {GgmlType::Q8_0, GgmlType::Q4_0}) {
-    for (const auto& s : shapes) {
-      const auto bytes = random_weights(type, s[0], s[1], rng);
-      const QuantMatrix w{type, bytes.data(), s[0], s[1]};
-      std::vector<float> x(static_cast<size_t>(T * s[1]));
-      std::normal_distribution<float> dist(0.0f, 1.0f);
-      for (float& v : x) v = dist(rng);
-      std::vector<float> y(static_cast<size_t>(T * s[0]));
-      for (int threads = 1; threads <= max_threads; ++threads) {
-        // Enough calls per rep for ~20 ms, so the timer and pool wake-up do not dominate.
-        const double macs = static_cast<double>(s[0]) * s[1] * T;
-        const int calls = std::max(1, static_cast<int>(4e8 / macs));
-        std::vector<double> gmacs;
-        quant_matmul(w, x.data(), T, y.data(), threads);
-        for (int r = 0; r < reps; ++r) {
-          const auto t0 = std::chrono::steady_clock::now();
-          for (int c = 0; c < calls; ++c) quant_matmul(w, x.data(), T, y.data(), threads);
-          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-          gmacs.push_back(macs * calls / sec / 1e9);
-        }
-        std::sort(gmacs.begin(), gmacs.end());
-        std::printf("%s %5lldx%-5lld threads %d: %6.1f GMAC/s median, %6.1f best of %d\n",
-                    type == GgmlType::Q8_0 ? "q8_0" : "q4_0", static_cast<long long>(s[0]),
-                    static_cast<long long>(s[1]), threads, gmacs[gmacs.size() / 2], gmacs.back(), reps);
+  std::printf("kernel %s%s, T %lld, %d reps\n", quant_kernel_name(), quant_detail::vnni_in_use() ? " (vnni)" : "",
+              static_cast<long long>(T), reps);
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], cols = s[1];
+    const auto dense = random_floats(rows * cols, 0.05f, rng);
+    std::vector<Variant> variants(3);
+    variants[0].name = "q8_0      ";
+    variants[0].bytes = quantize_rows(GgmlType::Q8_0, dense.data(), rows, cols);
+    variants[0].w = QuantMatrix{GgmlType::Q8_0, variants[0].bytes.data(), rows, cols};
+    const auto q4 = quantize_rows(GgmlType::Q4_0, dense.data(), rows, cols);
+    variants[1].name = "q4_0 plain";
+    variants[1].bytes = q4;
+    variants[1].w = QuantMatrix{GgmlType::Q4_0, variants[1].bytes.data(), rows, cols};
+    variants[2].name = "q4_0 x16  ";
+    variants[2].bytes = to_layout(GgmlType::Q4_0, q4.data(), rows, cols, QuantLayout::interleaved);
+    variants[2].w = QuantMatrix{GgmlType::Q4_0, variants[2].bytes.data(), rows, cols, QuantLayout::interleaved};
+    const auto x = random_floats(T * cols, 1.0f, rng);
+    std::vector<float> y(static_cast<size_t>(T * rows));
+    for (int threads = 1; threads <= max_threads; ++threads) {
+      // Enough calls per rep for ~10 ms, so the timer and pool wake-up do not dominate.
+      const double macs = static_cast<double>(rows) * cols * T;
+      const int calls = std::max(1, static_cast<int>(2e8 / macs));
+      for (auto& v : variants) {
+        v.gmacs.clear();
+        quant_matmul(v.w, x.data(), T, y.data(), threads);
       }
+      for (int r = 0; r < reps; ++r) {
+        for (auto& v : variants) {
+          const auto t0 = std::chrono::steady_clock::now();
+          for (int c = 0; c < calls; ++c) quant_matmul(v.w, x.data(), T, y.data(), threads);
+          const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          v.gmacs.push_back(macs * calls / sec / 1e9);
+        }
+      }
+      for (const auto& v : variants)
+        std::printf("%5lldx%-5lld threads %d %s: %6.1f GMAC/s median, %6.1f best\n", static_cast<long long>(rows),
+                    static_cast<long long>(cols), threads, v.name, median(v.gmacs),
+                    *std::max_element(v.gmacs.begin(), v.gmacs.end()));
+      const double x16 = median(variants[2].gmacs);
+      std::printf("%5lldx%-5lld threads %d x16 / plain q4_0 %.2f, x16 / q8_0 %.2f\n", static_cast<long long>(rows),
+                  static_cast<long long>(cols), threads, x16 / median(variants[1].gmacs),
+                  x16 / median(variants[0].gmacs));
     }
   }
   return 0;

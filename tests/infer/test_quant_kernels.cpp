@@ -1,9 +1,11 @@
 // labels: unit
 // The engine's Q8_0 / Q4_0 CPU kernels: results against the dequantized matrix, AVX2 against
 // portable, thread counts and batch against single vectors bit for bit (around the AVX2 tile
-// sizes too), and argument errors.
+// sizes too), all of it on the interleaved Q4_0 layout as well, which must give the plain layout's
+// bits; to_layout, dequantize_matrix_row and argument errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -29,8 +31,18 @@ struct Shape {
   int64_t rows;
   int64_t cols;
 };
-const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {33, 96}, {37, 2048}, {4096, 1024}};
+// Interleaved Q4_0 groups 16 rows (the VNNI tile takes 2 groups at a time): 16 and 4096 are whole
+// groups, 33, 37 and 50 (an odd count) groups and a plain tail, 1 to 7 a tail alone.
+const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {16, 64}, {33, 96}, {37, 2048}, {50, 64}, {4096, 1024}};
 const GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q4_0};
+
+// Each type's layouts: Q8_0 plain only, Q4_0 plain and interleaved.
+std::vector<QuantLayout> layouts_of(GgmlType type) {
+  if (type == GgmlType::Q4_0) return {QuantLayout::plain, QuantLayout::interleaved};
+  return {QuantLayout::plain};
+}
+
+const char* layout_name(QuantLayout layout) { return layout == QuantLayout::plain ? "plain" : "interleaved"; }
 
 std::vector<float> random_values(int64_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -40,15 +52,18 @@ std::vector<float> random_values(int64_t n, uint32_t seed) {
   return v;
 }
 
-// A quantized random matrix that owns its bytes.
+// A quantized random matrix that owns its bytes, in `layout`; `plain` keeps GGUF's rows.
 struct Matrix {
+  std::vector<uint8_t> plain;
   std::vector<uint8_t> bytes;
   QuantMatrix view;
-  Matrix(GgmlType type, Shape s, uint32_t seed) {
+  Matrix(GgmlType type, Shape s, uint32_t seed, QuantLayout layout = QuantLayout::plain) {
     const auto w = random_values(s.rows * s.cols, seed);
-    bytes = quantize_rows(type, w.data(), s.rows, s.cols);
-    view = QuantMatrix{type, bytes.data(), s.rows, s.cols};
+    plain = quantize_rows(type, w.data(), s.rows, s.cols);
+    bytes = to_layout(type, plain.data(), s.rows, s.cols, layout);
+    view = QuantMatrix{type, bytes.data(), s.rows, s.cols, layout};
   }
+  QuantMatrix plain_view() const { return QuantMatrix{view.type, plain.data(), view.rows, view.cols}; }
 };
 
 // The dequantized matrix times x, in double, and the scale errors are measured against: the L2
@@ -62,7 +77,7 @@ struct Reference {
 
 Reference reference(const QuantMatrix& w, const float* x) {
   std::vector<float> dense(static_cast<size_t>(w.rows * w.cols));
-  dequantize_values(w.type, w.data, w.rows * w.cols, dense.data());
+  for (int64_t r = 0; r < w.rows; ++r) dequantize_matrix_row(w, r, dense.data() + r * w.cols);
   Reference ref;
   ref.y.assign(static_cast<size_t>(w.rows), 0.0);
   double sq = 0.0;
@@ -100,16 +115,20 @@ struct PortableGuard {
   ~PortableGuard() { force_portable_kernels(false); }
 };
 
-// Runs `check` on every type and shape: a random matrix and `x_rows` random activation rows,
-// seeded from `seed` onwards, under a trace naming the case and the kernel in use.
+// Runs `check` on every type, layout and shape: a random matrix and `x_rows` random activation
+// rows, seeded from `seed` onwards (the same data for both layouts), under a trace naming the case
+// and the kernel in use.
 void for_each_case(uint32_t seed, int64_t x_rows,
                    const std::function<void(const Matrix&, const Shape&, const std::vector<float>&)>& check) {
   for (GgmlType type : kTypes) {
     for (const Shape& s : kShapes) {
-      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
-                   std::to_string(s.cols) + " " + quant_kernel_name());
-      const Matrix m(type, s, seed++);
-      check(m, s, random_values(x_rows * s.cols, seed++));
+      for (QuantLayout layout : layouts_of(type)) {
+        SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + layout_name(layout) + " " +
+                     std::to_string(s.rows) + "x" + std::to_string(s.cols) + " " + quant_kernel_name());
+        const Matrix m(type, s, seed, layout);
+        check(m, s, random_values(x_rows * s.cols, seed + 1));
+      }
+      seed += 2;
     }
   }
 }
@@ -240,27 +259,132 @@ TEST(QuantKernels, TiledMatmulMatchesMatvecThreadsAndReferencePortable) { expect
 
 TEST(QuantKernels, ANonFiniteActivationRowStaysInItsRow) {
   // Row 5 of a 12-row batch holds an infinity: its outputs are NaN, and the rows sharing its lane
-  // group (0-7) or tile are untouched, equal to their matvec.
+  // group (0-7) or tile are untouched, equal to their matvec. 29 rows: an interleaved group and a
+  // plain tail.
   const int64_t batch = 12;
+  const Shape s{29, 96};
+  auto x = random_values(batch * s.cols, 901);
+  x[5 * s.cols + 40] = INFINITY;
   for (GgmlType type : kTypes) {
-    const Shape s{13, 96};
-    const Matrix m(type, s, 900);
-    auto x = random_values(batch * s.cols, 901);
-    x[5 * s.cols + 40] = INFINITY;
-    std::vector<float> y(static_cast<size_t>(batch * s.rows));
-    quant_matmul(m.view, x.data(), batch, y.data(), 2);
-    for (int64_t n = 0; n < batch; ++n) {
-      const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
-      const auto yn = matvec(m.view, xn, 1);
-      for (int64_t r = 0; r < s.rows; ++r) {
-        if (n == 5) {
-          EXPECT_TRUE(std::isnan(y[n * s.rows + r])) << r;
-        } else {
-          EXPECT_EQ(y[n * s.rows + r], yn[r]) << "row " << n << ", " << r;
+    for (QuantLayout layout : layouts_of(type)) {
+      SCOPED_TRACE(layout_name(layout));
+      const Matrix m(type, s, 900, layout);
+      std::vector<float> y(static_cast<size_t>(batch * s.rows));
+      quant_matmul(m.view, x.data(), batch, y.data(), 2);
+      for (int64_t n = 0; n < batch; ++n) {
+        const std::vector<float> xn(x.begin() + n * s.cols, x.begin() + (n + 1) * s.cols);
+        const auto yn = matvec(m.view, xn, 1);
+        for (int64_t r = 0; r < s.rows; ++r) {
+          if (n == 5) {
+            EXPECT_TRUE(std::isnan(y[n * s.rows + r])) << r;
+          } else {
+            EXPECT_EQ(y[n * s.rows + r], yn[r]) << "row " << n << ", " << r;
+          }
         }
       }
     }
   }
+}
+
+// The interleaved layout's results are the plain layout's, bit for bit, with every kernel family
+// (VNNI, plain AVX2, portable), for whole groups and groups with a plain tail, the GEMV's batches
+// (1-3) and the GEMM's, and any thread count.
+void expect_interleaved_equals_plain() {
+  const Shape shapes[] = {{16, 32}, {32, 256}, {45, 96}, {50, 64}, {130, 384}};
+  uint32_t seed = 1000;
+  for (const Shape& s : shapes) {
+    const Matrix m(GgmlType::Q4_0, s, seed++, QuantLayout::interleaved);
+    for (int64_t batch : {1, 2, 3, 4, 9, 17, 40}) {
+      const auto x = random_values(batch * s.cols, seed++);
+      for (int threads : {1, 2, 3}) {
+        SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.cols) + " batch " + std::to_string(batch) +
+                     " threads " + std::to_string(threads) + " " + quant_kernel_name());
+        std::vector<float> plain(static_cast<size_t>(batch * s.rows), -1.0f), inter(plain.size(), -2.0f);
+        quant_matmul(m.plain_view(), x.data(), batch, plain.data(), threads);
+        quant_matmul(m.view, x.data(), batch, inter.data(), threads);
+        EXPECT_EQ(std::memcmp(plain.data(), inter.data(), plain.size() * sizeof(float)), 0);
+      }
+    }
+  }
+}
+
+TEST(QuantKernels, InterleavedEqualsPlainBitForBit) {
+  expect_interleaved_equals_plain();
+  if (quant_detail::vnni_in_use()) {
+    quant_detail::force_no_vnni(true);
+    expect_interleaved_equals_plain();
+    quant_detail::force_no_vnni(false);
+  }
+  PortableGuard guard(true);
+  expect_interleaved_equals_plain();
+}
+
+TEST(QuantKernels, ToLayoutAndDequantizeMatrixRow) {
+  for (const Shape& s : {Shape{7, 64}, Shape{16, 32}, Shape{37, 96}}) {
+    SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.cols));
+    const Matrix m(GgmlType::Q4_0, s, 1100, QuantLayout::interleaved);
+    ASSERT_EQ(m.bytes.size(), m.plain.size());
+    EXPECT_EQ(to_layout(GgmlType::Q4_0, m.plain.data(), s.rows, s.cols, QuantLayout::plain), m.plain);
+    // The rows past the last full group keep their plain bytes and offset.
+    const size_t groups_bytes = static_cast<size_t>(s.rows / 16 * 16 * (s.cols / 32) * 18);
+    EXPECT_TRUE(std::equal(m.plain.begin() + groups_bytes, m.plain.end(), m.bytes.begin() + groups_bytes));
+    if (s.rows >= 16) {
+      EXPECT_NE(m.bytes, m.plain);
+    }
+    std::vector<float> dense(static_cast<size_t>(s.rows * s.cols));
+    dequantize_values(GgmlType::Q4_0, m.plain.data(), s.rows * s.cols, dense.data());
+    for (int64_t r = 0; r < s.rows; ++r) {
+      std::vector<float> a(static_cast<size_t>(s.cols)), b(a.size());
+      dequantize_matrix_row(m.view, r, a.data());
+      dequantize_matrix_row(m.plain_view(), r, b.data());
+      EXPECT_EQ(std::memcmp(a.data(), dense.data() + r * s.cols, a.size() * sizeof(float)), 0) << r;
+      EXPECT_EQ(std::memcmp(b.data(), dense.data() + r * s.cols, b.size() * sizeof(float)), 0) << r;
+    }
+  }
+  // Hand-made: row k of 16 has scale k + 1 and every nibble k, so weight = (k - 8) * (k + 1).
+  std::vector<uint8_t> plain(16 * 18);
+  for (int k = 0; k < 16; ++k) {
+    const uint16_t d = fp32_to_fp16(static_cast<float>(k + 1));
+    plain[k * 18] = static_cast<uint8_t>(d & 0xFF);
+    plain[k * 18 + 1] = static_cast<uint8_t>(d >> 8);
+    for (int j = 0; j < 16; ++j) plain[k * 18 + 2 + j] = static_cast<uint8_t>(k | (k << 4));
+  }
+  const auto inter = to_layout(GgmlType::Q4_0, plain.data(), 16, 32, QuantLayout::interleaved);
+  // Scales side by side, then chunk 0 of rows 0..15: row 1's bytes 0-3 at 32 + 4.
+  EXPECT_EQ(fp16_to_fp32(static_cast<uint16_t>(inter[2] | (inter[3] << 8))), 2.0f);
+  EXPECT_EQ(inter[32 + 4], 0x11);
+  EXPECT_EQ(inter[32 + 64 + 4 * 15], 0xFF);
+  const QuantMatrix w{GgmlType::Q4_0, inter.data(), 16, 32, QuantLayout::interleaved};
+  for (int k = 0; k < 16; ++k) {
+    std::vector<float> row(32);
+    dequantize_matrix_row(w, k, row.data());
+    for (float v : row) EXPECT_EQ(v, static_cast<float>((k - 8) * (k + 1))) << k;
+  }
+}
+
+TEST(QuantKernels, LayoutChoiceAndErrors) {
+  const bool avx2 = std::string(quant_kernel_name()) == "avx2";
+  EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 32, 64), avx2 ? QuantLayout::interleaved : QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 15, 64), QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 32, 64), QuantLayout::plain);
+  {
+    PortableGuard guard(true);
+    EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 32, 64), QuantLayout::plain);
+  }
+  std::vector<uint8_t> bytes(34 * 16, 0);
+  expect_one_line_error<DataError>(
+      [&] { to_layout(GgmlType::Q8_0, bytes.data(), 16, 32, QuantLayout::interleaved); }, {"interleaved", "Q4_0"});
+  expect_one_line_error<DataError>(
+      [&] { to_layout(GgmlType::Q4_0, bytes.data(), 16, 48, QuantLayout::interleaved); }, {"multiple of 32"});
+  std::vector<float> x(32, 1.0f), y(16, 0.0f);
+  expect_one_line_error<DataError>(
+      [&] {
+        quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 16, 32, QuantLayout::interleaved}, x.data(), y.data(),
+                     1);
+      },
+      {"interleaved", "Q4_0"});
+  expect_one_line_error<DataError>(
+      [&] { dequantize_matrix_row(QuantMatrix{GgmlType::Q4_0, bytes.data(), 16, 32}, 16, y.data()); }, {"row 16"});
 }
 
 TEST(QuantKernels, Q4_0NibbleLayoutAndExtremeCodes) {
