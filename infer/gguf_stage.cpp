@@ -24,6 +24,7 @@ namespace {
 struct Weight {
   GgmlType type = GgmlType::F32;
   std::vector<uint8_t> blocks;  // Q8_0 / Q4_0 bytes, read by the kernels (CPU only)
+  QuantLayout layout = QuantLayout::plain;  // how `blocks` are arranged (see use_kernel_layout)
   torch::Tensor dense;          // otherwise fp32 [rows, cols] on the stage's device
   int64_t rows = 0, cols = 0, stored_bytes = 0;
 
@@ -32,8 +33,7 @@ struct Weight {
     if (dense.defined()) return torch::matmul(x, dense.t());
     const auto input = x.contiguous();
     auto y = torch::empty({x.size(0), rows}, torch::kFloat);
-    quant_matmul(QuantMatrix{type, blocks.data(), rows, cols}, input.data_ptr<float>(), x.size(0), y.data_ptr<float>(),
-                 threads);
+    quant_matmul(matrix(), input.data_ptr<float>(), x.size(0), y.data_ptr<float>(), threads);
     return y;
   }
 
@@ -44,11 +44,20 @@ struct Weight {
       return dense.index_select(0, index);
     }
     auto out = torch::empty({static_cast<int64_t>(ids.size()), cols}, torch::kFloat);
-    const size_t stride = ggml_row_bytes(type, cols);
     for (size_t i = 0; i < ids.size(); ++i)
-      dequantize_values(type, blocks.data() + static_cast<size_t>(ids[i]) * stride, cols,
-                        out.data_ptr<float>() + static_cast<int64_t>(i) * cols);
+      dequantize_matrix_row(matrix(), ids[i], out.data_ptr<float>() + static_cast<int64_t>(i) * cols);
     return out;
+  }
+
+  QuantMatrix matrix() const { return QuantMatrix{type, blocks.data(), rows, cols, layout}; }
+
+  // Rearranges the blocks into the layout the CPU kernels run fastest on (the same bytes and
+  // results; interleaved Q4_0 rows where the AVX2 kernels run). Done once the matrix is final:
+  // after stacking, which concatenates plain rows.
+  void use_kernel_layout() {
+    if (blocks.empty()) return;
+    layout = preferred_layout(type, rows, cols);
+    if (layout != QuantLayout::plain) blocks = to_layout(type, blocks.data(), rows, cols, layout);
   }
 };
 
@@ -101,6 +110,10 @@ struct Projections {
     }
     if (stacked.dense.defined()) stacked.dense = torch::cat(dense);
     parts.push_back(std::move(stacked));
+  }
+
+  void use_kernel_layout() {
+    for (auto& w : parts) w.use_kernel_layout();
   }
 
   // x [T, cols] -> [T, sum of widths], the projections side by side.
@@ -386,6 +399,8 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     if (names.count("output.weight")) m.output = weight_of(take("output.weight"), m.device, path);
     else if (!m.has_embedding) throw FormatError(path + ": tensor output.weight is missing");
   }
+  m.embedding.use_kernel_layout();
+  m.output.use_kernel_layout();
   const int64_t D = m.config.resolved_head_dim();
   for (int64_t i = id.layer_begin; i < id.layer_end; ++i) {
     const std::string b = "blk." + std::to_string(i) + ".";
@@ -398,6 +413,10 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     layer.o = matrix("attn_output.weight");
     layer.gate_up.emplace(std::vector<Weight>{matrix("ffn_gate.weight"), matrix("ffn_up.weight")});
     layer.down = matrix("ffn_down.weight");
+    layer.qkv->use_kernel_layout();
+    layer.o.use_kernel_layout();
+    layer.gate_up->use_kernel_layout();
+    layer.down.use_kernel_layout();
     layer.stored_bytes =
         layer.qkv->stored_bytes() + layer.o.stored_bytes + layer.gate_up->stored_bytes() + layer.down.stored_bytes;
     if (m.config.attn_qkv_bias) {
