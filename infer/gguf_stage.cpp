@@ -162,7 +162,9 @@ struct GgufStage::Impl {
   bool has_embedding = false, has_head = false;
   std::vector<Layer> layers;  // layers[i] is block identity.layer_begin + i
   torch::Tensor inv_freq;     // [head_dim / 2]
-  torch::Tensor rope_cos, rope_sin;  // [context, head_dim / 2] on the device (the LibTorch path)
+  // Per position on the device (the LibTorch path): llama, cos + i sin [context, head_dim / 2]
+  // (complex); qwen2, cos and sin [context, 2, head_dim / 2].
+  torch::Tensor rope_table;
   torch::Tensor cache_positions;     // 0 .. context-1, long on the device (the graphs' attention mask)
   struct DecodeGraph {
     torch::Tensor input, position, output;  // what the graph reads and writes: [1, hidden], long [1]
@@ -179,19 +181,17 @@ struct GgufStage::Impl {
 
   // q or k [T, heads, D] rotated at positions position .. position+T-1 (the LibTorch path).
   torch::Tensor rope(const torch::Tensor& x, int64_t position) const {
-    const int64_t T = x.size(0);
-    return rotate(x, rope_cos.slice(0, position, position + T).unsqueeze(1),
-                  rope_sin.slice(0, position, position + T).unsqueeze(1));
+    return rotate(x, rope_table.slice(0, position, position + x.size(0)));
   }
 
-  // x [T, heads, D] turned by the angles whose cos and sin are [T, 1, D/2].
-  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) const {
-    const int64_t T = x.size(0), D = x.size(2);
-    if (architecture == "llama") {  // adjacent pairs (2i, 2i+1), the permuted rows' layout
-      const auto pairs = x.reshape({T, x.size(1), D / 2, 2});
-      const auto a = pairs.select(3, 0), b = pairs.select(3, 1);
-      return torch::stack({a * cos - b * sin, a * sin + b * cos}, 3).reshape({T, x.size(1), D});
+  // x [T, heads, D] turned by `angles`, rows of rope_table for its T positions.
+  torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& angles) const {
+    const int64_t T = x.size(0), heads = x.size(1), D = x.size(2);
+    if (architecture == "llama") {  // adjacent pairs (2i, 2i+1), the permuted rows' layout: one complex product
+      const auto pairs = torch::view_as_complex(x.reshape({T, heads, D / 2, 2}).contiguous());
+      return torch::view_as_real(pairs * angles.unsqueeze(1)).reshape({T, heads, D});
     }
+    const auto cos = angles.select(1, 0).unsqueeze(1), sin = angles.select(1, 1).unsqueeze(1);
     const auto a = x.slice(2, 0, D / 2), b = x.slice(2, D / 2, D);  // halves, HF's order
     return torch::cat({a * cos - b * sin, a * sin + b * cos}, 2);
   }
@@ -238,9 +238,9 @@ struct GgufStage::Impl {
     const auto qkv = layer.qkv->apply(x, threads);
     auto q = qkv.slice(1, 0, H * D), k = qkv.slice(1, H * D, (H + KV) * D), v = qkv.slice(1, (H + KV) * D);
     if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
-    const auto cos = rope_cos.index_select(0, position).unsqueeze(1), sin = rope_sin.index_select(0, position).unsqueeze(1);
-    q = rotate(q.reshape({1, H, D}), cos, sin);
-    k = rotate(k.reshape({1, KV, D}), cos, sin);
+    const auto angles = rope_table.index_select(0, position);
+    q = rotate(q.reshape({1, H, D}), angles);
+    k = rotate(k.reshape({1, KV, D}), angles);
     auto& k_cache = layer.k_cache[static_cast<size_t>(slot)];
     auto& v_cache = layer.v_cache[static_cast<size_t>(slot)];
     k_cache.index_copy_(1, position, k.transpose(0, 1));
@@ -435,8 +435,9 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
                    .to(torch::kFloat);
   if (!m.device.is_cpu()) {  // angles as the CPU path computes them: float(position) * inv_freq
     const auto angles = torch::arange(0, m.context, torch::kFloat).unsqueeze(1) * m.inv_freq;
-    m.rope_cos = angles.cos().to(m.device);
-    m.rope_sin = angles.sin().to(m.device);
+    m.rope_table = (m.architecture == "llama" ? torch::complex(angles.cos(), angles.sin())
+                                               : torch::stack({angles.cos(), angles.sin()}, 1))
+                       .to(m.device);
     if (options.cuda_graphs && m.device.is_cuda() && CapturedGraph::available()) {
       m.cache_positions = torch::arange(m.context, torch::TensorOptions(torch::kLong).device(m.device));
       m.decode_graphs.resize(static_cast<size_t>(m.slots));
