@@ -32,7 +32,8 @@ void attention_cached(const float* q, const float* k_cache, const float* v_cache
                       int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t cache_stride,
                       int64_t first_position, float* out, int threads);
 
-/// gate[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i].
+/// gate[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. Here and in the
+/// softmax, exp is a vectorisable polynomial within 2 ulp of e^x, its argument clamped to [-87, 88].
 void silu_mul(float* gate, const float* up, int64_t n);
 
 /// x[i] += y[i].
