@@ -62,7 +62,8 @@ using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActTi
 /// The activation tile heights (ActTiles::tile) of the group kernels, by measurement (T = 110 on a
 /// 2-core AVX512-VNNI Xeon). With VNNI, tiles of 2 groups x 5 rows: 16 weight vectors, 10 float
 /// accumulators (32 registers); for Q4_0 5 and 6 rows tie and beat 4, 7 and 8 (spills) and 1 group
-/// x 4 to 16 rows by ~20%. With AVX2's 16 registers, 1 group x 4 rows beat 2 and 3.
+/// x 4 to 16 rows by ~20%; for Q8_0 5 and 6 rows tie and beat 2 x 4 and 1 x 8 (by 5-15%). With
+/// AVX2's 16 registers, 1 group x 4 rows beat 2 and 3 (Q8_0: and 2; 6 ties).
 constexpr int64_t kGroupTileVnni = 5;
 constexpr int64_t kGroupTileAvx2 = 4;
 
