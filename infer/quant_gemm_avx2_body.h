@@ -5,8 +5,8 @@
 // All kernels here compute every output as llama.cpp-style tiles do: one float per (weight row,
 // activation row), acc = fma(float(int dot of block b), d_w[b] * d_x[b], acc) for b = 0, 1, ...
 // with acc starting at 0. The integer dot is exact whichever way it is formed, so the GEMM tile
-// (lanes = activation rows), the GEMV (lanes = weight rows) and the interleaved Q4_0 group tile
-// (lanes = weight rows, at the end) give the same bits.
+// (lanes = activation rows), the GEMV (lanes = weight rows) and the interleaved group tile (lanes =
+// weight rows, at the end) give the same bits.
 
 // Unsigned 4-byte weight chunks, broadcast to all lanes, and the constant that turns the unsigned
 // dot back into the signed one: dot(w, x) = dot(u, x) - Bias * sum(x).
@@ -255,58 +255,74 @@ void gemv_rows(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, cons
   }
 }
 
-// Interleaved Q4_0 (QuantLayout::interleaved): lanes = V::L weight rows of a 16-row group, from
-// row `lane0` of the group (0, or 8 for the second half with 8 lanes).
+// Interleaved Q8_0 / Q4_0 (QuantLayout::interleaved): lanes = V::L weight rows of a 16-row group,
+// from row `lane0` of the group (0, or 8 for the second half with 8 lanes). Only the unpacking of
+// the weight chunks and (without VNNI) the integer dot differ between the types.
 
-// The unsigned weights of one group block for the lanes: u[j] = weights 4j..4j+3 of each lane's row
-// (low nibbles of chunk j for j < 4, high nibbles of chunk j - 4 after), which meet activation
-// codes 4j..4j+3.
-template <class V>
+template <GgmlType Type>
+constexpr int64_t group_block_bytes() {
+  return kGroupRows * block_bytes<Type>();
+}
+
+// The unsigned weights of one group block for the lanes: u[j] = weights 4j..4j+3 of each lane's
+// row, which meet activation codes 4j..4j+3. Q8_0: chunk j (u = w + Bias, see bias()); Q4_0: low
+// nibbles of chunk j for j < 4, high nibbles of chunk j - 4 after.
+template <class V, GgmlType Type>
 inline void group_block_weights(const uint8_t* blk, int64_t lane0, typename V::I u[8]) {
+  const uint8_t* chunks = blk + kGroupRows * 2 + lane0 * 4;
+  if (Type == GgmlType::Q8_0) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; ++j) {
+      const auto raw = V::load(chunks + j * kGroupChunkBytes);
+      u[j] = bias<Type>() != 0 ? V::xor80(raw) : raw;
+    }
+    return;
+  }
 #pragma GCC unroll 4
   for (int i = 0; i < 4; ++i) {
-    const auto raw = V::load(blk + kGroupRows * 2 + i * kGroupRows * 4 + lane0 * 4);
+    const auto raw = V::load(chunks + i * kGroupChunkBytes);
     u[i] = V::low4(raw);
     u[i + 4] = V::low4(V::srl4(raw));
   }
 }
 
 // Each lane's signed integer dot of its block with the 32 activation codes x, for G groups'
-// weights u[k] (each activation broadcast serves all G), given the bias -8 * sum(x).
-template <class V, int G>
+// weights u[k] (each activation broadcast serves all G), given the bias -Bias * sum(x).
+template <class V, GgmlType Type, int G>
 inline void group_block_dots(const typename V::I (&u)[G][8], const int8_t* x, int32_t bias, typename V::I (&dot)[G]) {
-#if FEDSPLIT_QUANT_VNNI
+  if constexpr (FEDSPLIT_QUANT_VNNI || Type == GgmlType::Q8_0) {
+    // dpbusd, or Q8_0's exact sign trick (see chunk_dot): one int32 accumulation per chunk.
 #pragma GCC unroll 4
-  for (int k = 0; k < G; ++k) dot[k] = V::seti(bias);
+    for (int k = 0; k < G; ++k) dot[k] = V::seti(bias);
 #pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) {
-    const auto xb = V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j));
+    for (int j = 0; j < 8; ++j) {
+      const auto xb = V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j));
 #pragma GCC unroll 4
-    for (int k = 0; k < G; ++k) dot[k] = V::template dot<GgmlType::Q4_0>(dot[k], u[k][j], xb);
-  }
-#else
-  // int16 sums are exact here: 8 pairs of |15 * 127| at most per lane, 30480 < 32767; so one
-  // madd per block instead of one per chunk.
-  __m256i s16[G];
+      for (int k = 0; k < G; ++k) dot[k] = V::template dot<Type>(dot[k], u[k][j], xb);
+    }
+  } else {
+    // Q4_0 on AVX2: int16 sums are exact, 8 pairs of |15 * 127| at most per lane, 30480 < 32767;
+    // so one madd per block instead of one per chunk.
+    typename V::I s16[G];
 #pragma GCC unroll 4
-  for (int k = 0; k < G; ++k) s16[k] = _mm256_setzero_si256();
+    for (int k = 0; k < G; ++k) s16[k] = _mm256_setzero_si256();
 #pragma GCC unroll 8
-  for (int j = 0; j < 8; ++j) {
-    const __m256i xb = V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j));
+    for (int j = 0; j < 8; ++j) {
+      const auto xb = V::bcast32(reinterpret_cast<const uint8_t*>(x + 4 * j));
 #pragma GCC unroll 4
-    for (int k = 0; k < G; ++k) s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(u[k][j], xb));
+      for (int k = 0; k < G; ++k) s16[k] = _mm256_add_epi16(s16[k], _mm256_maddubs_epi16(u[k][j], xb));
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < G; ++k)
+      dot[k] = _mm256_add_epi32(_mm256_madd_epi16(s16[k], _mm256_set1_epi16(1)), _mm256_set1_epi32(bias));
   }
-#pragma GCC unroll 4
-  for (int k = 0; k < G; ++k)
-    dot[k] = _mm256_add_epi32(_mm256_madd_epi16(s16[k], _mm256_set1_epi16(1)), _mm256_set1_epi32(bias));
-#endif
 }
 
 // The lanes of G consecutive groups (from grp, gstride bytes apart) times N activation rows (tile
 // rows from the entry of tile row 0, block 0), all blocks: G * N float accumulators while each
 // block's weights are unpacked once and each activation broadcast serves G groups. Stores y rows
 // r0.. (group k: r0 + 16k..) of activation rows n0..n0+N-1.
-template <class V, int G, int N>
+template <class V, GgmlType Type, int G, int N>
 void group_tile(const uint8_t* grp, int64_t gstride, int64_t lane0, const ActTiles& a, int64_t entry0, int64_t n0,
                 float* y, int64_t y_stride, int64_t r0) {
   using F = typename V::F;
@@ -324,14 +340,14 @@ void group_tile(const uint8_t* grp, int64_t gstride, int64_t lane0, const ActTil
     F dw[G];
 #pragma GCC unroll 4
     for (int k = 0; k < G; ++k) {
-      const uint8_t* blk = grp + k * gstride + b * kGroupBlockBytes;
-      group_block_weights<V>(blk, lane0, u[k]);
+      const uint8_t* blk = grp + k * gstride + b * group_block_bytes<Type>();
+      group_block_weights<V, Type>(blk, lane0, u[k]);
       dw[k] = V::loadph(blk + lane0 * 2);
     }
 #pragma GCC unroll 16
     for (int n = 0; n < N; ++n) {
       I dot[G];
-      group_block_dots<V, G>(u, codes + n * kBlock, bias[n], dot);
+      group_block_dots<V, Type, G>(u, codes + n * kBlock, bias[n], dot);
       const F dx = V::setf(scales[n]);
 #pragma GCC unroll 4
       for (int k = 0; k < G; ++k) facc[k][n] = V::fma_scaled(facc[k][n], dot[k], dw[k], dx);
@@ -347,30 +363,31 @@ void group_tile(const uint8_t* grp, int64_t gstride, int64_t lane0, const ActTil
 }
 
 // The last `count` (at most N) activation rows: one tile of exactly that many.
-template <class V, int G, int N>
+template <class V, GgmlType Type, int G, int N>
 void group_tile_rest(const uint8_t* grp, int64_t gstride, int64_t lane0, const ActTiles& a, int64_t entry0,
                      int64_t n0, int64_t count, float* y, int64_t y_stride, int64_t r0) {
   if constexpr (N > 0) {
-    if (count == N) return group_tile<V, G, N>(grp, gstride, lane0, a, entry0, n0, y, y_stride, r0);
-    group_tile_rest<V, G, N - 1>(grp, gstride, lane0, a, entry0, n0, count, y, y_stride, r0);
+    if (count == N) return group_tile<V, Type, G, N>(grp, gstride, lane0, a, entry0, n0, y, y_stride, r0);
+    group_tile_rest<V, Type, G, N - 1>(grp, gstride, lane0, a, entry0, n0, count, y, y_stride, r0);
   }
 }
 
 // Groups [g0, g1) of the interleaved matrix at w against all activation rows: G groups and N = a.tile
 // activation rows at a time, then single groups.
-template <class V, int G, int N>
+template <class V, GgmlType Type, int G, int N>
 void group_gemm(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                 int64_t y_stride) {
-  const int64_t gstride = a.blocks * kGroupBlockBytes;
+  const int64_t gstride = a.blocks * group_block_bytes<Type>();
   for (int64_t g = g0; g < g1;) {
-    if (G > 1 && g + G > g1) return group_gemm<V, 1, N>(w, g, g1, a, batch, y, y_stride);
+    if (G > 1 && g + G > g1) return group_gemm<V, Type, 1, N>(w, g, g1, a, batch, y, y_stride);
     for (int64_t lane0 = 0; lane0 < kGroupRows; lane0 += V::L) {
       const uint8_t* grp = w + g * gstride;
       const int64_t r0 = g * kGroupRows + lane0;
       int64_t n = 0;
-      for (; n + N <= batch; n += N) group_tile<V, G, N>(grp, gstride, lane0, a, n * a.blocks, n, y, y_stride, r0);
+      for (; n + N <= batch; n += N)
+        group_tile<V, Type, G, N>(grp, gstride, lane0, a, n * a.blocks, n, y, y_stride, r0);
       if (n < batch)
-        group_tile_rest<V, G, N - 1>(grp, gstride, lane0, a, n * a.blocks, n, batch - n, y, y_stride, r0);
+        group_tile_rest<V, Type, G, N - 1>(grp, gstride, lane0, a, n * a.blocks, n, batch - n, y, y_stride, r0);
     }
     g += G;
   }

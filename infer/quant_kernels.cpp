@@ -96,17 +96,18 @@ bool cpu_has_vnni() {
 struct AvxKernels {
   GemmRows gemm;
   GemvRows gemv;
-  GroupGemm groups;    // interleaved Q4_0; null for Q8_0
+  GroupGemm groups;    // the interleaved layout's
   int64_t group_tile;  // its ActTiles::tile
+  int32_t group_bias;  // its Bias (see ActTiles)
 };
 
 AvxKernels pick_avx(GgmlType type) {
   const bool q8 = type == GgmlType::Q8_0;
   if (cpu_has_vnni())
-    return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni, nullptr, 0}
-              : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni, gemm_q4_0x16_vnni, kGroupTileVnni};
-  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2, nullptr, 0}
-            : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2, gemm_q4_0x16_avx2, kGroupTileAvx2};
+    return q8 ? AvxKernels{gemm_q8_0_vnni, gemv_q8_0_vnni, gemm_q8_0x16_vnni, kGroupTileVnni, 128}
+              : AvxKernels{gemm_q4_0_vnni, gemv_q4_0_vnni, gemm_q4_0x16_vnni, kGroupTileVnni, 8};
+  return q8 ? AvxKernels{gemm_q8_0_avx2, gemv_q8_0_avx2, gemm_q8_0x16_avx2, kGroupTileAvx2, 0}
+            : AvxKernels{gemm_q4_0_avx2, gemv_q4_0_avx2, gemm_q4_0x16_avx2, kGroupTileAvx2, 8};
 }
 #endif
 
@@ -120,29 +121,29 @@ void check_matrix(const QuantMatrix& w, int64_t batch) {
                     " needs rows >= 0 and cols a positive multiple of 32");
   if (batch < 0) throw DataError("quant kernels: negative batch " + std::to_string(batch));
   if (w.rows > 0 && w.data == nullptr) throw DataError("quant kernels: weight data is null");
-  if (w.layout == QuantLayout::interleaved && w.type != GgmlType::Q4_0)
-    throw DataError("quant kernels: the interleaved layout is for Q4_0 only, not " +
-                    ggml_type_name(static_cast<uint32_t>(w.type)));
 }
 
-int64_t row_bytes_of(const QuantMatrix& w) {
-  return w.cols / kBlock * (w.type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes);
-}
+int64_t block_bytes_of(GgmlType type) { return type == GgmlType::Q8_0 ? kQ8_0Bytes : kQ4_0Bytes; }
+
+int64_t row_bytes_of(const QuantMatrix& w) { return w.cols / kBlock * block_bytes_of(w.type); }
 
 // Full interleaved row groups of w (the rows after them are plain).
 int64_t full_groups(const QuantMatrix& w) {
   return w.layout == QuantLayout::interleaved ? w.rows / kGroupRows : 0;
 }
 
-// Where block b of row k of a group starts in the interleaved layout, for scale and nibble bytes.
+// Where block b of row k of a group starts in the interleaved layout of `type`, for scale and code
+// bytes.
 struct GroupPlace {
   int64_t scale;   // the fp16 scale's 2 bytes
-  int64_t chunk0;  // nibble bytes 0..3; chunk i (bytes 4i..) is i * kGroupRows * 4 further
+  int64_t chunk0;  // code bytes 0..3; chunk i (bytes 4i..) is i * kGroupChunkBytes further
+  int64_t chunks;  // 4-byte chunks per block: 4 (Q4_0) or 8 (Q8_0)
 };
 
-GroupPlace group_place(int64_t group, int64_t blocks, int64_t b, int64_t k) {
-  const int64_t blk = (group * blocks + b) * kGroupBlockBytes;
-  return {blk + 2 * k, blk + 2 * kGroupRows + 4 * k};
+GroupPlace group_place(GgmlType type, int64_t group, int64_t blocks, int64_t b, int64_t k) {
+  const int64_t block_bytes = block_bytes_of(type);
+  const int64_t blk = (group * blocks + b) * kGroupRows * block_bytes;
+  return {blk + 2 * k, blk + 2 * kGroupRows + 4 * k, (block_bytes - 2) / 4};
 }
 
 // Row `row` of w as GGUF stores it (row_bytes_of(w) bytes into out), whatever w's layout.
@@ -154,10 +155,10 @@ void copy_plain_row(const QuantMatrix& w, int64_t row, uint8_t* out) {
   }
   const int64_t blocks = w.cols / kBlock;
   for (int64_t b = 0; b < blocks; ++b) {
-    const GroupPlace at = group_place(row / kGroupRows, blocks, b, row % kGroupRows);
-    uint8_t* blk = out + b * kQ4_0Bytes;
+    const GroupPlace at = group_place(w.type, row / kGroupRows, blocks, b, row % kGroupRows);
+    uint8_t* blk = out + b * block_bytes_of(w.type);
     std::memcpy(blk, w.data + at.scale, 2);
-    for (int64_t i = 0; i < 4; ++i) std::memcpy(blk + 2 + 4 * i, w.data + at.chunk0 + i * kGroupRows * 4, 4);
+    for (int64_t i = 0; i < at.chunks; ++i) std::memcpy(blk + 2 + 4 * i, w.data + at.chunk0 + i * kGroupChunkBytes, 4);
   }
 }
 
@@ -296,7 +297,7 @@ void matmul_avx2(const QuantMatrix& w, const float* x, int64_t batch, float* y, 
           const int64_t entry = (n / tile * blocks + b) * tile + n % tile;
           std::memcpy(&acts.tcodes[entry * kBlock], q + b * kBlock, kBlock);
           acts.tscales[entry] = s[b];
-          acts.tbias[entry] = -8 * sum;
+          acts.tbias[entry] = -k.group_bias * sum;
         }
         if (!pack) continue;
         const int64_t g = n / 8, lane = n % 8;
@@ -335,7 +336,8 @@ void quant_matmul(const QuantMatrix& w, const float* x, int64_t batch, float* y,
 }
 
 QuantLayout preferred_layout(GgmlType type, int64_t rows, int64_t cols) {
-  const bool fits = type == GgmlType::Q4_0 && rows >= kGroupRows && cols > 0 && cols % kBlock == 0;
+  const bool quant = type == GgmlType::Q8_0 || type == GgmlType::Q4_0;
+  const bool fits = quant && rows >= kGroupRows && cols > 0 && cols % kBlock == 0;
   return fits && use_avx2() ? QuantLayout::interleaved : QuantLayout::plain;
 }
 
@@ -349,10 +351,10 @@ std::vector<uint8_t> to_layout(GgmlType type, const uint8_t* plain, int64_t rows
   for (int64_t r = 0; r < full_groups(w) * kGroupRows; ++r) {
     const uint8_t* row = plain + r * row_bytes;
     for (int64_t b = 0; b < blocks; ++b) {
-      const GroupPlace at = group_place(r / kGroupRows, blocks, b, r % kGroupRows);
-      const uint8_t* blk = row + b * kQ4_0Bytes;
+      const GroupPlace at = group_place(type, r / kGroupRows, blocks, b, r % kGroupRows);
+      const uint8_t* blk = row + b * block_bytes_of(type);
       std::memcpy(&out[at.scale], blk, 2);
-      for (int64_t i = 0; i < 4; ++i) std::memcpy(&out[at.chunk0 + i * kGroupRows * 4], blk + 2 + 4 * i, 4);
+      for (int64_t i = 0; i < at.chunks; ++i) std::memcpy(&out[at.chunk0 + i * kGroupChunkBytes], blk + 2 + 4 * i, 4);
     }
   }
   return out;

@@ -12,9 +12,10 @@
 // x 32 activation rows (AVX512-VNNI, 512-bit registers) or 2 x 16 (AVX2), lanes = activation rows,
 // the activation codes packed so that one broadcast 4-byte weight chunk meets 8 or 16 rows' codes at
 // once. Below 4 rows (and for quant_matvec) an 8-weight-row GEMV runs, lanes = weight rows. Both
-// read the weights as GGUF stores them. Q4_0 matrices repacked at load into the interleaved layout
+// read the weights as GGUF stores them. Matrices repacked at load into the interleaved layout
 // (to_layout, preferred_layout) run a faster tile instead, lanes = 16 (VNNI) or 8 weight rows, for
-// every batch size: each 64-byte chunk of nibbles is unpacked once for all the activation rows.
+// every batch size: each 64-byte chunk of 16 rows' codes (Q8_0) or nibbles (Q4_0) is loaded and
+// unpacked once for all the activation rows.
 //
 // Threads come from the persistent pool of infer/thread_pool.h.
 //
@@ -35,13 +36,14 @@ namespace fedsplit {
 
 /// How a quantized matrix's bytes are arranged (the byte count is the same either way).
 ///   plain: GGUF's rows back to back, each cols / 32 blocks of its type.
-///   interleaved (Q4_0 only): rows in groups of kInterleavedRows = 16, then the rows past the last
-///     full group in plain Q4_0 (at the byte offset plain gives them). A group holds its rows' block
-///     b side by side, block after block: the 16 fp16 scales (32 bytes), then the 16 nibble bytes
-///     of each row in 4-byte chunks, chunk i of rows 0..15 in turn (64 bytes per chunk), so that
-///     one 64-byte load gives 16 rows' weights 4i..4i+3 (low nibbles) and 16+4i..16+4i+3 (high).
-///     The AVX2 kernels then run with lanes = weight rows and unpack each chunk once for all
-///     activation rows.
+///   interleaved (Q8_0 and Q4_0): rows in groups of kInterleavedRows = 16, then the rows past the
+///     last full group in plain rows (at the byte offset plain gives them). A group holds its rows'
+///     block b side by side, block after block: the 16 fp16 scales (32 bytes), then the code bytes
+///     of each row (Q8_0: 32 int8 codes; Q4_0: 16 nibble bytes) in 4-byte chunks, chunk i of rows
+///     0..15 in turn (64 bytes per chunk; 8 chunks for Q8_0, 4 for Q4_0), so that one 64-byte load
+///     gives 16 rows' weights 4i..4i+3 (Q8_0; Q4_0: low nibbles, and 16+4i..16+4i+3 in the high
+///     ones). The AVX2 kernels then run with lanes = weight rows and load and unpack each chunk
+///     once for all activation rows.
 enum class QuantLayout : uint8_t { plain, interleaved };
 
 constexpr int64_t kInterleavedRows = 16;
@@ -56,14 +58,14 @@ struct QuantMatrix {
   QuantLayout layout = QuantLayout::plain;
 };
 
-/// The layout the kernels run fastest on for such a matrix here: interleaved for Q4_0 with at
-/// least 16 rows when the AVX2 kernels run on this CPU, plain otherwise. Results do not depend on
+/// The layout the kernels run fastest on for such a matrix here: interleaved for Q8_0 and Q4_0 with
+/// at least 16 rows when the AVX2 kernels run on this CPU, plain otherwise. Results do not depend on
 /// the layout (bit for bit), only speed does.
 QuantLayout preferred_layout(GgmlType type, int64_t rows, int64_t cols);
 
 /// The bytes of a plain [rows, cols] matrix of `type` (GGUF's rows) rearranged into `layout`: the
-/// same size; a copy for plain. Throws DataError for interleaved unless the type is Q4_0, and
-/// unless cols is a positive multiple of 32 and rows >= 0.
+/// same size; a copy for plain. Throws DataError unless the type is Q8_0 or Q4_0, cols a positive
+/// multiple of 32 and rows >= 0.
 std::vector<uint8_t> to_layout(GgmlType type, const uint8_t* plain, int64_t rows, int64_t cols, QuantLayout layout);
 
 /// Row `row` of W as floats (cols of them), whatever its layout: the values dequantize_values

@@ -59,10 +59,15 @@ void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y) {
   vnni::gemv_rows<GgmlType::Q4_0>(w, row_bytes, r0, r1, xs, xq, xsum, blocks, y);
 }
-// Interleaved Q4_0: 2 groups (32 weight rows) x 5 activation rows per tile (see kGroupTileVnni).
+// Interleaved: 2 groups (32 weight rows) x 5 activation rows per tile (see kGroupTileVnni).
+void gemm_q8_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride) {
+  vnni::group_gemm<vnni::Lanes16, GgmlType::Q8_0, 2, kGroupTileVnni>(w, g0, g1, a, batch, y, y_stride);
+}
+
 void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride) {
-  vnni::group_gemm<vnni::Lanes16, 2, kGroupTileVnni>(w, g0, g1, a, batch, y, y_stride);
+  vnni::group_gemm<vnni::Lanes16, GgmlType::Q4_0, 2, kGroupTileVnni>(w, g0, g1, a, batch, y, y_stride);
 }
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
@@ -129,9 +134,14 @@ void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
   gemv_rows<GgmlType::Q4_0>(w, row_bytes, r0, r1, xs, xq, xsum, blocks, y);
 }
 
+void gemm_q8_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride) {
+  group_gemm<Lanes8, GgmlType::Q8_0, 1, kGroupTileAvx2>(w, g0, g1, a, batch, y, y_stride);
+}
+
 void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride) {
-  group_gemm<Lanes8, 1, kGroupTileAvx2>(w, g0, g1, a, batch, y, y_stride);
+  group_gemm<Lanes8, GgmlType::Q4_0, 1, kGroupTileAvx2>(w, g0, g1, a, batch, y, y_stride);
 }
 
 }  // namespace fedsplit::quant_detail

@@ -35,10 +35,11 @@ using GemmRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64
 using GemvRows = void (*)(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                           const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 
-/// Quantized activation rows packed for the interleaved Q4_0 kernels in tiles of `tile` rows (the
-/// last tile padded with zero rows): row n of tile t, block b is entry (t * blocks + b) * tile + n,
-/// with 32 codes from codes + entry * 32, its scale and its bias, -8 * the sum of its codes (the
-/// kernels use unsigned nibbles u = w + 8: dot(w, x) = dot(u, x) - 8 * sum(x)).
+/// Quantized activation rows packed for the interleaved kernels in tiles of `tile` rows (the last
+/// tile padded with zero rows): row n of tile t, block b is entry (t * blocks + b) * tile + n,
+/// with 32 codes from codes + entry * 32, its scale and its bias, -Bias * the sum of its codes (the
+/// kernels use unsigned weights u = w + Bias: dot(w, x) = dot(u, x) - Bias * sum(x); Bias is 8 for
+/// Q4_0, 128 for Q8_0 with VNNI and 0 for Q8_0 on plain AVX2, as bias() in quant_gemm_avx2_body.h).
 struct ActTiles {
   const int8_t* codes;
   const float* scales;
@@ -47,19 +48,22 @@ struct ActTiles {
   int64_t tile;
 };
 
-/// An interleaved Q4_0 row group (see QuantLayout): kGroupRows rows, kGroupBlockBytes per block.
+/// An interleaved row group (see QuantLayout): kGroupRows rows; per block their kGroupRows fp16
+/// scales, then 4-byte chunks of code bytes, kGroupChunkBytes per chunk (4 chunks for Q4_0, 8 for
+/// Q8_0): kGroupRows * (bytes of one block) per block.
 constexpr int64_t kGroupRows = 16;
-constexpr int64_t kGroupBlockBytes = kGroupRows * kQ4_0Bytes;
+constexpr int64_t kGroupChunkBytes = kGroupRows * 4;
 
-/// Row groups [g0, g1) of an interleaved Q4_0 matrix (groups from w) times all `batch` activation
-/// rows: y[n * y_stride + r] for the groups' rows r. Bit for bit the GemmRows / GemvRows result.
+/// Row groups [g0, g1) of an interleaved matrix (groups from w) times all `batch` activation rows:
+/// y[n * y_stride + r] for the groups' rows r. Bit for bit the GemmRows / GemvRows result.
 using GroupGemm = void (*)(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                            int64_t y_stride);
 
 /// The activation tile heights (ActTiles::tile) of the group kernels, by measurement (T = 110 on a
-/// 2-core AVX512-VNNI Xeon). With VNNI, tiles of 2 groups x 5 rows: 16 unpacked weight vectors, 10
-/// float accumulators (32 registers); 5 and 6 rows tie and beat 4, 7 and 8 (spills) and 1 group x
-/// 4 to 16 rows by ~20%. With AVX2's 16 registers, 1 group x 4 rows beat 2 and 3.
+/// 2-core AVX512-VNNI Xeon). With VNNI, tiles of 2 groups x 5 rows: 16 weight vectors, 10 float
+/// accumulators (32 registers); for Q4_0 5 and 6 rows tie and beat 4, 7 and 8 (spills) and 1 group
+/// x 4 to 16 rows by ~20%; for Q8_0 5 and 6 rows tie and beat 2 x 4 and 1 x 8 (by 5-15%). With
+/// AVX2's 16 registers, 1 group x 4 rows beat 2 and 3 (Q8_0: and 2; 6 ties).
 constexpr int64_t kGroupTileVnni = 5;
 constexpr int64_t kGroupTileAvx2 = 4;
 
@@ -82,6 +86,8 @@ void gemv_q8_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_avx2(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q8_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride);
 void gemm_q4_0x16_avx2(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride);
 // The same kernels using AVX512-VNNI's dpbusd (bit for bit the AVX2 results): call only when the
@@ -94,6 +100,8 @@ void gemv_q8_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
 void gemv_q4_0_vnni(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const float* xs,
                     const int8_t* xq, const int32_t* xsum, int64_t blocks, float* y);
+void gemm_q8_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
+                       int64_t y_stride);
 void gemm_q4_0x16_vnni(const uint8_t* w, int64_t g0, int64_t g1, const ActTiles& a, int64_t batch, float* y,
                        int64_t y_stride);
 #endif

@@ -1,9 +1,9 @@
 // Times quant_matmul at the pretrain-base shapes (rows x cols: 640x384 = fused q/k/v, 2048x384 =
 // fused gate/up, 384x1024, 384x384, 8192x384) with T activation rows, on 1 and 2 threads, for
-// three variants: Q8_0, Q4_0 plain (GGUF's rows) and Q4_0 interleaved (to_layout). The variants
+// four variants: Q8_0 and Q4_0, each plain (GGUF's rows) and interleaved (to_layout). The variants
 // alternate rep by rep, so load on a shared machine hits them alike; prints the median GMAC/s and
-// the best of `reps` runs (the best is steadier on a shared machine), and Q4_0 interleaved over
-// Q4_0 plain and over Q8_0 (medians). Torch-free; built as build/bench/bench_quant_matmul_bench:
+// the best of `reps` runs (the best is steadier on a shared machine), and each type's interleaved
+// over plain (medians). Torch-free; built as build/bench/bench_quant_matmul_bench:
 //   [NO_VNNI=1] build/bench/bench_quant_matmul_bench [T = 110] [reps = 15] [max threads = 2]
 #include <algorithm>
 #include <chrono>
@@ -54,17 +54,19 @@ int main(int argc, char** argv) {
   for (const auto& s : shapes) {
     const int64_t rows = s[0], cols = s[1];
     const auto dense = random_floats(rows * cols, 0.05f, rng);
-    std::vector<Variant> variants(3);
-    variants[0].name = "q8_0      ";
-    variants[0].bytes = quantize_rows(GgmlType::Q8_0, dense.data(), rows, cols);
-    variants[0].w = QuantMatrix{GgmlType::Q8_0, variants[0].bytes.data(), rows, cols};
-    const auto q4 = quantize_rows(GgmlType::Q4_0, dense.data(), rows, cols);
-    variants[1].name = "q4_0 plain";
-    variants[1].bytes = q4;
-    variants[1].w = QuantMatrix{GgmlType::Q4_0, variants[1].bytes.data(), rows, cols};
-    variants[2].name = "q4_0 x16  ";
-    variants[2].bytes = to_layout(GgmlType::Q4_0, q4.data(), rows, cols, QuantLayout::interleaved);
-    variants[2].w = QuantMatrix{GgmlType::Q4_0, variants[2].bytes.data(), rows, cols, QuantLayout::interleaved};
+    // q8_0 plain, q8_0 x16, q4_0 plain, q4_0 x16.
+    std::vector<Variant> variants(4);
+    for (int t = 0; t < 2; ++t) {
+      const GgmlType type = t == 0 ? GgmlType::Q8_0 : GgmlType::Q4_0;
+      const auto plain = quantize_rows(type, dense.data(), rows, cols);
+      for (int l = 0; l < 2; ++l) {
+        const QuantLayout layout = l == 0 ? QuantLayout::plain : QuantLayout::interleaved;
+        Variant& v = variants[2 * t + l];
+        v.name = t == 0 ? (l == 0 ? "q8_0 plain" : "q8_0 x16  ") : (l == 0 ? "q4_0 plain" : "q4_0 x16  ");
+        v.bytes = to_layout(type, plain.data(), rows, cols, layout);
+        v.w = QuantMatrix{type, v.bytes.data(), rows, cols, layout};
+      }
+    }
     const auto x = random_floats(T * cols, 1.0f, rng);
     std::vector<float> y(static_cast<size_t>(T * rows));
     for (int threads = 1; threads <= max_threads; ++threads) {
@@ -87,10 +89,9 @@ int main(int argc, char** argv) {
         std::printf("%5lldx%-5lld threads %d %s: %6.1f GMAC/s median, %6.1f best\n", static_cast<long long>(rows),
                     static_cast<long long>(cols), threads, v.name, median(v.gmacs),
                     *std::max_element(v.gmacs.begin(), v.gmacs.end()));
-      const double x16 = median(variants[2].gmacs);
-      std::printf("%5lldx%-5lld threads %d x16 / plain q4_0 %.2f, x16 / q8_0 %.2f\n", static_cast<long long>(rows),
-                  static_cast<long long>(cols), threads, x16 / median(variants[1].gmacs),
-                  x16 / median(variants[0].gmacs));
+      std::printf("%5lldx%-5lld threads %d x16 / plain: q8_0 %.2f, q4_0 %.2f\n", static_cast<long long>(rows),
+                  static_cast<long long>(cols), threads, median(variants[1].gmacs) / median(variants[0].gmacs),
+                  median(variants[3].gmacs) / median(variants[2].gmacs));
     }
   }
   return 0;

@@ -1,8 +1,8 @@
 // labels: unit
 // The engine's Q8_0 / Q4_0 CPU kernels: results against the dequantized matrix, AVX2 against
 // portable, thread counts and batch against single vectors bit for bit (around the AVX2 tile
-// sizes too), all of it on the interleaved Q4_0 layout as well, which must give the plain layout's
-// bits; to_layout, dequantize_matrix_row and argument errors.
+// sizes too), all of it on the interleaved layout of both types as well, which must give the plain
+// layout's bits; to_layout, dequantize_matrix_row and argument errors.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -31,16 +31,12 @@ struct Shape {
   int64_t rows;
   int64_t cols;
 };
-// Interleaved Q4_0 groups 16 rows (the VNNI tile takes 2 groups at a time): 16 and 4096 are whole
+// The interleaved layout groups 16 rows (the VNNI tile takes 2 groups at a time): 16 and 4096 are whole
 // groups, 33, 37 and 50 (an odd count) groups and a plain tail, 1 to 7 a tail alone.
 const Shape kShapes[] = {{1, 32}, {1, 256}, {3, 32}, {7, 64}, {16, 64}, {33, 96}, {37, 2048}, {50, 64}, {4096, 1024}};
 const GgmlType kTypes[] = {GgmlType::Q8_0, GgmlType::Q4_0};
 
-// Each type's layouts: Q8_0 plain only, Q4_0 plain and interleaved.
-std::vector<QuantLayout> layouts_of(GgmlType type) {
-  if (type == GgmlType::Q4_0) return {QuantLayout::plain, QuantLayout::interleaved};
-  return {QuantLayout::plain};
-}
+const QuantLayout kLayouts[] = {QuantLayout::plain, QuantLayout::interleaved};
 
 const char* layout_name(QuantLayout layout) { return layout == QuantLayout::plain ? "plain" : "interleaved"; }
 
@@ -122,7 +118,7 @@ void for_each_case(uint32_t seed, int64_t x_rows,
                    const std::function<void(const Matrix&, const Shape&, const std::vector<float>&)>& check) {
   for (GgmlType type : kTypes) {
     for (const Shape& s : kShapes) {
-      for (QuantLayout layout : layouts_of(type)) {
+      for (QuantLayout layout : kLayouts) {
         SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + layout_name(layout) + " " +
                      std::to_string(s.rows) + "x" + std::to_string(s.cols) + " " + quant_kernel_name());
         const Matrix m(type, s, seed, layout);
@@ -266,8 +262,8 @@ TEST(QuantKernels, ANonFiniteActivationRowStaysInItsRow) {
   auto x = random_values(batch * s.cols, 901);
   x[5 * s.cols + 40] = INFINITY;
   for (GgmlType type : kTypes) {
-    for (QuantLayout layout : layouts_of(type)) {
-      SCOPED_TRACE(layout_name(layout));
+    for (QuantLayout layout : kLayouts) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + layout_name(layout));
       const Matrix m(type, s, 900, layout);
       std::vector<float> y(static_cast<size_t>(batch * s.rows));
       quant_matmul(m.view, x.data(), batch, y.data(), 2);
@@ -292,17 +288,20 @@ TEST(QuantKernels, ANonFiniteActivationRowStaysInItsRow) {
 void expect_interleaved_equals_plain() {
   const Shape shapes[] = {{16, 32}, {32, 256}, {45, 96}, {50, 64}, {130, 384}};
   uint32_t seed = 1000;
-  for (const Shape& s : shapes) {
-    const Matrix m(GgmlType::Q4_0, s, seed++, QuantLayout::interleaved);
-    for (int64_t batch : {1, 2, 3, 4, 9, 17, 40}) {
-      const auto x = random_values(batch * s.cols, seed++);
-      for (int threads : {1, 2, 3}) {
-        SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.cols) + " batch " + std::to_string(batch) +
-                     " threads " + std::to_string(threads) + " " + quant_kernel_name());
-        std::vector<float> plain(static_cast<size_t>(batch * s.rows), -1.0f), inter(plain.size(), -2.0f);
-        quant_matmul(m.plain_view(), x.data(), batch, plain.data(), threads);
-        quant_matmul(m.view, x.data(), batch, inter.data(), threads);
-        EXPECT_EQ(std::memcmp(plain.data(), inter.data(), plain.size() * sizeof(float)), 0);
+  for (GgmlType type : kTypes) {
+    for (const Shape& s : shapes) {
+      const Matrix m(type, s, seed++, QuantLayout::interleaved);
+      for (int64_t batch : {1, 2, 3, 4, 9, 17, 40}) {
+        const auto x = random_values(batch * s.cols, seed++);
+        for (int threads : {1, 2, 3}) {
+          SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                       std::to_string(s.cols) + " batch " + std::to_string(batch) + " threads " +
+                       std::to_string(threads) + " " + quant_kernel_name());
+          std::vector<float> plain(static_cast<size_t>(batch * s.rows), -1.0f), inter(plain.size(), -2.0f);
+          quant_matmul(m.plain_view(), x.data(), batch, plain.data(), threads);
+          quant_matmul(m.view, x.data(), batch, inter.data(), threads);
+          EXPECT_EQ(std::memcmp(plain.data(), inter.data(), plain.size() * sizeof(float)), 0);
+        }
       }
     }
   }
@@ -320,25 +319,29 @@ TEST(QuantKernels, InterleavedEqualsPlainBitForBit) {
 }
 
 TEST(QuantKernels, ToLayoutAndDequantizeMatrixRow) {
-  for (const Shape& s : {Shape{7, 64}, Shape{16, 32}, Shape{37, 96}}) {
-    SCOPED_TRACE(std::to_string(s.rows) + "x" + std::to_string(s.cols));
-    const Matrix m(GgmlType::Q4_0, s, 1100, QuantLayout::interleaved);
-    ASSERT_EQ(m.bytes.size(), m.plain.size());
-    EXPECT_EQ(to_layout(GgmlType::Q4_0, m.plain.data(), s.rows, s.cols, QuantLayout::plain), m.plain);
-    // The rows past the last full group keep their plain bytes and offset.
-    const size_t groups_bytes = static_cast<size_t>(s.rows / 16 * 16 * (s.cols / 32) * 18);
-    EXPECT_TRUE(std::equal(m.plain.begin() + groups_bytes, m.plain.end(), m.bytes.begin() + groups_bytes));
-    if (s.rows >= 16) {
-      EXPECT_NE(m.bytes, m.plain);
-    }
-    std::vector<float> dense(static_cast<size_t>(s.rows * s.cols));
-    dequantize_values(GgmlType::Q4_0, m.plain.data(), s.rows * s.cols, dense.data());
-    for (int64_t r = 0; r < s.rows; ++r) {
-      std::vector<float> a(static_cast<size_t>(s.cols)), b(a.size());
-      dequantize_matrix_row(m.view, r, a.data());
-      dequantize_matrix_row(m.plain_view(), r, b.data());
-      EXPECT_EQ(std::memcmp(a.data(), dense.data() + r * s.cols, a.size() * sizeof(float)), 0) << r;
-      EXPECT_EQ(std::memcmp(b.data(), dense.data() + r * s.cols, b.size() * sizeof(float)), 0) << r;
+  for (GgmlType type : kTypes) {
+    const size_t block_bytes = type == GgmlType::Q8_0 ? 34 : 18;
+    for (const Shape& s : {Shape{7, 64}, Shape{16, 32}, Shape{37, 96}}) {
+      SCOPED_TRACE(ggml_type_name(static_cast<uint32_t>(type)) + " " + std::to_string(s.rows) + "x" +
+                   std::to_string(s.cols));
+      const Matrix m(type, s, 1100, QuantLayout::interleaved);
+      ASSERT_EQ(m.bytes.size(), m.plain.size());
+      EXPECT_EQ(to_layout(type, m.plain.data(), s.rows, s.cols, QuantLayout::plain), m.plain);
+      // The rows past the last full group keep their plain bytes and offset.
+      const size_t groups_bytes = static_cast<size_t>(s.rows / 16 * 16 * (s.cols / 32)) * block_bytes;
+      EXPECT_TRUE(std::equal(m.plain.begin() + groups_bytes, m.plain.end(), m.bytes.begin() + groups_bytes));
+      if (s.rows >= 16) {
+        EXPECT_NE(m.bytes, m.plain);
+      }
+      std::vector<float> dense(static_cast<size_t>(s.rows * s.cols));
+      dequantize_values(type, m.plain.data(), s.rows * s.cols, dense.data());
+      for (int64_t r = 0; r < s.rows; ++r) {
+        std::vector<float> a(static_cast<size_t>(s.cols)), b(a.size());
+        dequantize_matrix_row(m.view, r, a.data());
+        dequantize_matrix_row(m.plain_view(), r, b.data());
+        EXPECT_EQ(std::memcmp(a.data(), dense.data() + r * s.cols, a.size() * sizeof(float)), 0) << r;
+        EXPECT_EQ(std::memcmp(b.data(), dense.data() + r * s.cols, b.size() * sizeof(float)), 0) << r;
+      }
     }
   }
   // Hand-made: row k of 16 has scale k + 1 and every nibble k, so weight = (k - 8) * (k + 1).
@@ -362,27 +365,79 @@ TEST(QuantKernels, ToLayoutAndDequantizeMatrixRow) {
   }
 }
 
+// A hand-made Q8_0 group: row k has scale k + 1; even rows alternate the extreme codes -128 and
+// 127 (the plain AVX2 tile's sign trick must keep |-128| = 128 exact), odd rows code j is
+// 8k + j - 64. x holds exact codes +-127 (d_x = 1), so every result is an exact integer times
+// k + 1, the same in every kernel and layout.
+TEST(QuantKernels, Q8_0InterleavedChunksAndExtremeCodes) {
+  const auto code = [](int k, int j) { return k % 2 == 0 ? (j % 2 ? 127 : -128) : 8 * k + j - 64; };
+  std::vector<uint8_t> plain(16 * 34);
+  for (int k = 0; k < 16; ++k) {
+    const uint16_t d = fp32_to_fp16(static_cast<float>(k + 1));
+    plain[k * 34] = static_cast<uint8_t>(d & 0xFF);
+    plain[k * 34 + 1] = static_cast<uint8_t>(d >> 8);
+    for (int j = 0; j < 32; ++j) plain[k * 34 + 2 + j] = static_cast<uint8_t>(static_cast<int8_t>(code(k, j)));
+  }
+  const auto inter = to_layout(GgmlType::Q8_0, plain.data(), 16, 32, QuantLayout::interleaved);
+  // Scales side by side, then chunk i (code bytes 4i..4i+3) of rows 0..15 in turn.
+  for (int k = 0; k < 16; ++k) {
+    EXPECT_EQ(fp16_to_fp32(static_cast<uint16_t>(inter[2 * k] | (inter[2 * k + 1] << 8))), k + 1.0f) << k;
+    for (int j = 0; j < 32; ++j)
+      EXPECT_EQ(static_cast<int8_t>(inter[32 + 64 * (j / 4) + 4 * k + j % 4]), code(k, j)) << k << " " << j;
+  }
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = (j % 3 == 0 ? -1.0f : 1.0f) * 127.0f;
+  std::vector<float> want(16);
+  for (int k = 0; k < 16; ++k) {
+    int64_t dot = 0;
+    for (int j = 0; j < 32; ++j) dot += code(k, j) * static_cast<int64_t>(x[j]);
+    want[k] = static_cast<float>(dot * (k + 1));
+  }
+  const auto check = [&](const char* kernels) {
+    for (QuantLayout layout : kLayouts) {
+      const QuantMatrix w{GgmlType::Q8_0, layout == QuantLayout::plain ? plain.data() : inter.data(), 16, 32, layout};
+      std::vector<float> y(16);
+      quant_matvec(w, x.data(), y.data(), 1);
+      for (int k = 0; k < 16; ++k) EXPECT_EQ(y[k], want[k]) << kernels << " " << layout_name(layout) << " " << k;
+      // Five equal activation rows: the GEMM tiles too.
+      std::vector<float> xs, ys(5 * 16);
+      for (int n = 0; n < 5; ++n) xs.insert(xs.end(), x.begin(), x.end());
+      quant_matmul(w, xs.data(), 5, ys.data(), 1);
+      for (int k = 0; k < 16; ++k)
+        EXPECT_EQ(ys[4 * 16 + k], want[k]) << kernels << " " << layout_name(layout) << " " << k;
+    }
+  };
+  check(quant_kernel_name());
+  if (quant_detail::vnni_in_use()) {
+    quant_detail::force_no_vnni(true);
+    check("avx2 without vnni");
+    quant_detail::force_no_vnni(false);
+  }
+  PortableGuard guard(true);
+  check("portable");
+}
+
 TEST(QuantKernels, LayoutChoiceAndErrors) {
   const bool avx2 = std::string(quant_kernel_name()) == "avx2";
   EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 32, 64), avx2 ? QuantLayout::interleaved : QuantLayout::plain);
   EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 15, 64), QuantLayout::plain);
-  EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 32, 64), QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 32, 64), avx2 ? QuantLayout::interleaved : QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 16, 32), avx2 ? QuantLayout::interleaved : QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 15, 64), QuantLayout::plain);
+  EXPECT_EQ(preferred_layout(GgmlType::F32, 32, 64), QuantLayout::plain);
   {
     PortableGuard guard(true);
     EXPECT_EQ(preferred_layout(GgmlType::Q4_0, 32, 64), QuantLayout::plain);
+    EXPECT_EQ(preferred_layout(GgmlType::Q8_0, 32, 64), QuantLayout::plain);
   }
   std::vector<uint8_t> bytes(34 * 16, 0);
   expect_one_line_error<DataError>(
-      [&] { to_layout(GgmlType::Q8_0, bytes.data(), 16, 32, QuantLayout::interleaved); }, {"interleaved", "Q4_0"});
+      [&] { to_layout(GgmlType::F16, bytes.data(), 16, 32, QuantLayout::interleaved); }, {"F16", "Q8_0 or Q4_0"});
   expect_one_line_error<DataError>(
       [&] { to_layout(GgmlType::Q4_0, bytes.data(), 16, 48, QuantLayout::interleaved); }, {"multiple of 32"});
-  std::vector<float> x(32, 1.0f), y(16, 0.0f);
   expect_one_line_error<DataError>(
-      [&] {
-        quant_matvec(QuantMatrix{GgmlType::Q8_0, bytes.data(), 16, 32, QuantLayout::interleaved}, x.data(), y.data(),
-                     1);
-      },
-      {"interleaved", "Q4_0"});
+      [&] { to_layout(GgmlType::Q8_0, bytes.data(), 16, 48, QuantLayout::interleaved); }, {"multiple of 32"});
+  std::vector<float> x(32, 1.0f), y(16, 0.0f);
   expect_one_line_error<DataError>(
       [&] { dequantize_matrix_row(QuantMatrix{GgmlType::Q4_0, bytes.data(), 16, 32}, 16, y.data()); }, {"row 16"});
 }
