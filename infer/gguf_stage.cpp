@@ -52,7 +52,7 @@ struct Weight {
   QuantMatrix matrix() const { return QuantMatrix{type, blocks.data(), rows, cols, layout}; }
 
   // Rearranges the blocks into the layout the CPU kernels run fastest on (the same bytes and
-  // results; interleaved Q4_0 rows where the AVX2 kernels run). Done once the matrix is final:
+  // results; interleaved rows of 16 where the AVX2 kernels run). Done once the matrix is final:
   // after stacking, which concatenates plain rows.
   void use_kernel_layout() {
     if (blocks.empty()) return;
