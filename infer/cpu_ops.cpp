@@ -74,11 +74,14 @@ __attribute__((target_clones("avx2", "default"))) void attend_one(const float* q
     scores[j] = dot(q, keys + j * head_dim, head_dim) * scale;
     max_score = std::max(max_score, scores[j]);
   }
+  for (int64_t j = 0; j < len; ++j) scores[j] = exp_clamped(scores[j] - max_score);
+  float partial[kLanes] = {};  // a fixed summation order, in vector lanes
+  int64_t j = 0;
+  for (; j + kLanes <= len; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) partial[l] += scores[j + l];
   float total = 0.0f;
-  for (int64_t j = 0; j < len; ++j) {
-    scores[j] = exp_clamped(scores[j] - max_score);
-    total += scores[j];
-  }
+  for (; j < len; ++j) total += scores[j];
+  for (int l = 0; l < kLanes; ++l) total += partial[l];
   const float inv_total = 1.0f / total;
   std::fill(out, out + head_dim, 0.0f);
   for (int64_t j = 0; j < len; ++j) axpy(scores[j] * inv_total, values + j * head_dim, out, head_dim);
@@ -146,8 +149,17 @@ void attention_cached(const float* q, const float* k_cache, const float* v_cache
   });
 }
 
-void silu_mul(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + exp_clamped(-gate[i])) * up[i];
+// In blocks of kLanes, as axpy, so that -O2 vectorises it; the AVX2 clone does 8 lanes at once with
+// the same per-element operations (no FMA), so both give the same results.
+__attribute__((target_clones("avx2", "default"))) void silu_mul(const float* gate, const float* up, int64_t n,
+                                                               float* out) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    float g[kLanes];
+    for (int l = 0; l < kLanes; ++l) g[l] = gate[i + l] / (1.0f + exp_clamped(-gate[i + l])) * up[i + l];
+    for (int l = 0; l < kLanes; ++l) out[i + l] = g[l];
+  }
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + exp_clamped(-gate[i])) * up[i];
 }
 
 void add_in_place(float* x, const float* y, int64_t n) {

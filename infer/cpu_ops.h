@@ -32,9 +32,10 @@ void attention_cached(const float* q, const float* k_cache, const float* v_cache
                       int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t cache_stride,
                       int64_t first_position, float* out, int threads);
 
-/// gate[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i]. Here and in the
-/// softmax, exp is a vectorisable polynomial within 2 ulp of e^x, its argument clamped to [-87, 88].
-void silu_mul(float* gate, const float* up, int64_t n);
+/// out[i] = silu(gate[i]) * up[i] = gate[i] / (1 + exp(-gate[i])) * up[i]; out may equal gate.
+/// Here and in the softmax, exp is a vectorisable polynomial within 2 ulp of e^x, its argument
+/// clamped to [-87, 88].
+void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 
 /// x[i] += y[i].
 void add_in_place(float* x, const float* y, int64_t n);

@@ -16,6 +16,7 @@
 #include "infer/cpu_ops.h"
 #include "infer/cuda_graph.h"
 #include "infer/quant_kernels.h"
+#include "infer/thread_pool.h"
 
 namespace fedsplit {
 namespace {
@@ -314,16 +315,15 @@ struct GgufStage::Impl {
                      threads);
     add_in_place(hp, layer.o.apply(mixed, threads).data_ptr<float>(), T * C);
     rms_norm_rows(hp, layer.ffn_norm.data_ptr<float>(), T, C, config.norm_eps, x.data_ptr<float>());
-    // Each row [gate | up] of the stacked product becomes silu(gate) * up, packed to the front of the
-    // buffer as [T, I] (row t moves to t * I <= its own start, so nothing is overwritten unread).
-    auto gate_up = layer.gate_up->apply(x, threads);
+    // Each row [gate | up] of the stacked product becomes one row silu(gate) * up of `hidden`.
+    const auto gate_up = layer.gate_up->apply(x, threads);
     const int64_t I = layer.gate_up->widths[0];
-    float* g = gate_up.data_ptr<float>();
-    for (int64_t t = 0; t < T; ++t) {
-      silu_mul(g + t * 2 * I, g + t * 2 * I + I, I);
-      std::copy_n(g + t * 2 * I, I, g + t * I);
-    }
-    const auto hidden = gate_up.view({-1}).slice(0, 0, T * I).view({T, I});
+    auto hidden = torch::empty({T, I});
+    const float* g = gate_up.data_ptr<float>();
+    float* out = hidden.data_ptr<float>();
+    parallel_for(threads, T, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) silu_mul(g + t * 2 * I, g + t * 2 * I + I, I, out + t * I);
+    });
     add_in_place(hp, layer.down.apply(hidden, threads).data_ptr<float>(), T * C);
     return h;
   }

@@ -70,7 +70,7 @@ void forward(std::vector<Layer>& layers, const Weights& head, int64_t T, int64_t
     rms_norm_rows(x.data(), ones.data(), T, kHidden, 1e-5, norm.data());
     quant_matmul(L.gate.m, norm.data(), T, gate.data(), threads);
     quant_matmul(L.up.m, norm.data(), T, up.data(), threads);
-    silu_mul(gate.data(), up.data(), T * kInter);
+    silu_mul(gate.data(), up.data(), T * kInter, gate.data());
     quant_matmul(L.down.m, gate.data(), T, proj.data(), threads);
     add_in_place(x.data(), proj.data(), T * kHidden);
   }

@@ -158,7 +158,7 @@ TEST(CpuOps, SiluMulAndAddMatchTorch) {
     const auto up = torch::randn({n});
     auto gs = to_vector(gate);
     const auto us = to_vector(up);
-    silu_mul(gs.data(), us.data(), n);
+    silu_mul(gs.data(), us.data(), n, gs.data());
     EXPECT_LT(relative_max_error(gs, torch::silu(gate) * up), kTolerance) << n;
     auto xs = to_vector(gate);
     add_in_place(xs.data(), us.data(), n);
@@ -170,7 +170,7 @@ TEST(CpuOps, SiluMulAndAddMatchTorch) {
   std::vector<float> gates, ones;
   for (float g = -120.0f; g <= 120.0f; g += 0.0371f) gates.push_back(g), ones.push_back(1.0f);
   std::vector<float> out = gates;
-  silu_mul(out.data(), ones.data(), static_cast<int64_t>(out.size()));
+  silu_mul(gates.data(), ones.data(), static_cast<int64_t>(gates.size()), out.data());
   for (size_t i = 0; i < gates.size(); ++i) {
     const double want = gates[i] / (1.0 + std::exp(-static_cast<double>(gates[i])));
     EXPECT_LE(std::abs(out[i] - want), 4e-7 * std::max(std::abs(want), 1e-20)) << "gate " << gates[i];
