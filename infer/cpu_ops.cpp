@@ -27,30 +27,58 @@ __attribute__((always_inline)) inline float dot(const float* a, const float* b, 
 
 float sum_squares(const float* a, int64_t n) { return dot(a, a, n); }
 
-// e^x within 2 ulp (Cody-Waite reduction by ln 2, then Cephes' degree-6 polynomial), written
-// without calls or branches so that loops over it vectorise: libm's expf, one call per element,
-// took a quarter of the prompt's attention and gating time. x is clamped to [-87, 88], where e^x
-// is a normal float (below, the callers' results are the same: a softmax weight or a gate of 0).
-__attribute__((always_inline)) inline float exp_clamped(float x) {
-  x = std::min(88.0f, std::max(-87.0f, x));
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
-  const float t = x * 1.44269504088896341f + kRound;
-  const float n = t - kRound;
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2, in two parts
-  float p = 1.9875691500e-4f;
+// Eight floats (and int32s) as one GCC vector: one AVX register in the AVX2 clones, two SSE ones
+// otherwise, the same IEEE operation on every lane either way. -O2 does not vectorise the loops
+// below by itself (their bit casts and clamps fail its cheap cost model).
+// Every helper taking or returning one is always inlined, so no call passes it and GCC's note on
+// the AVX calling convention does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+
+// e^x within 2 ulp (Cody-Waite reduction by ln 2, then Cephes' degree-6 polynomial), for F = float
+// or Floats8 (I = int32_t or Ints8): the same operations, so a lane of the vector form equals the
+// scalar form. libm's expf, one call per element, took a quarter of the prompt's attention and
+// gating time. x is clamped to [-87, 88], where e^x is a normal float (below, the callers' results
+// are the same: a softmax weight or a gate of 0).
+template <class F, class I>
+__attribute__((always_inline)) inline F exp_clamped(const F& value) {
+  const F lo = F{} - 87.0f, hi = F{} + 88.0f;
+  F x = value < lo ? lo : value;
+  x = x > hi ? hi : x;
+  const float round = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer in the low bits
+  const F t = x * 1.44269504088896341f + round;
+  const F n = t - round;
+  const F r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2, in two parts
+  F p = F{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t bits;
-  std::memcpy(&bits, &t, 4);
-  const int32_t scale_bits = ((bits - 0x4B400000) + 127) << 23;  // 2^n
-  float scale;
-  std::memcpy(&scale, &scale_bits, 4);
+  I bits;
+  std::memcpy(&bits, &t, sizeof bits);
+  const I scale_bits = ((bits - 0x4B400000) + 127) << 23;  // 2^n
+  F scale;
+  std::memcpy(&scale, &scale_bits, sizeof scale);
   return p * scale;
 }
+
+// body8(i) for i = 0, 8, 16 .. while 8 floats remain, then body1(i) for the rest.
+template <class Body8, class Body1>
+__attribute__((always_inline)) inline void for_each_float(int64_t n, Body8 body8, Body1 body1) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) body8(i);
+  for (; i < n; ++i) body1(i);
+}
+
+__attribute__((always_inline)) inline Floats8 load8(const float* p) {
+  Floats8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((always_inline)) inline void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); }
 
 // out[d] += p * v[d], in blocks of kLanes so that GCC's -O2 vectorises it (each element is the
 // same one multiply and one add either way).
@@ -74,7 +102,9 @@ __attribute__((target_clones("avx2", "default"))) void attend_one(const float* q
     scores[j] = dot(q, keys + j * head_dim, head_dim) * scale;
     max_score = std::max(max_score, scores[j]);
   }
-  for (int64_t j = 0; j < len; ++j) scores[j] = exp_clamped(scores[j] - max_score);
+  for_each_float(
+      len, [&](int64_t j) { store8(scores + j, exp_clamped<Floats8, Ints8>(load8(scores + j) - max_score)); },
+      [&](int64_t j) { scores[j] = exp_clamped<float, int32_t>(scores[j] - max_score); });
   float partial[kLanes] = {};  // a fixed summation order, in vector lanes
   int64_t j = 0;
   for (; j + kLanes <= len; j += kLanes)
@@ -149,17 +179,17 @@ void attention_cached(const float* q, const float* k_cache, const float* v_cache
   });
 }
 
-// In blocks of kLanes, as axpy, so that -O2 vectorises it; the AVX2 clone does 8 lanes at once with
-// the same per-element operations (no FMA), so both give the same results.
+// The AVX2 clone does 8 lanes in one register, the default build in two: the same per-lane
+// operations (no FMA), so both give the same results.
 __attribute__((target_clones("avx2", "default"))) void silu_mul(const float* gate, const float* up, int64_t n,
                                                                float* out) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    float g[kLanes];
-    for (int l = 0; l < kLanes; ++l) g[l] = gate[i + l] / (1.0f + exp_clamped(-gate[i + l])) * up[i + l];
-    for (int l = 0; l < kLanes; ++l) out[i + l] = g[l];
-  }
-  for (; i < n; ++i) out[i] = gate[i] / (1.0f + exp_clamped(-gate[i])) * up[i];
+  for_each_float(
+      n,
+      [&](int64_t i) {
+        const Floats8 g = load8(gate + i);
+        store8(out + i, g / (1.0f + exp_clamped<Floats8, Ints8>(-g)) * load8(up + i));
+      },
+      [&](int64_t i) { out[i] = gate[i] / (1.0f + exp_clamped<float, int32_t>(-gate[i])) * up[i]; });
 }
 
 void add_in_place(float* x, const float* y, int64_t n) {
