@@ -78,7 +78,7 @@ __attribute__((always_inline)) inline Floats8 load8(const float* p) {
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-__attribute__((always_inline)) inline void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); }
+__attribute__((always_inline)) inline void store8(float* p, const Floats8& v) { std::memcpy(p, &v, sizeof v); }
 
 // out[d] += p * v[d], in blocks of kLanes so that GCC's -O2 vectorises it (each element is the
 // same one multiply and one add either way).
