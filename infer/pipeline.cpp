@@ -42,7 +42,7 @@ class SendQueue {
  private:
   World& world_;
   size_t limit_;
-  std::deque<World::PendingSend> pending_;
+  std::deque<World::Pending> pending_;
 };
 
 // Where a rank's time goes, reported when it stops. On CUDA the host waits for the device when it
@@ -85,16 +85,25 @@ void send_packet(SendQueue& sends, int dst, int tag, const Header& h, const torc
 
 // The header and payload [payload_rows, width] (payload_rows from the header: rows for results,
 // tokens between stages; undefined without one).
+CommError malformed(const World& world, int src) {
+  return CommError("rank " + std::to_string(world.rank()) + " received a malformed pipeline message from rank " +
+                   std::to_string(src) + ": every rank must run the same fedsplit");
+}
+
+// The header of a received packet; CommError for a run message whose counts make no sense.
+Header read_header(const torch::Tensor& packet, const World& world, int src) {
+  const float* v = packet.data_ptr<float>();
+  const Header h{int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), int64_t(v[4])};
+  if (h.kind == kRun && (h.tokens < 1 || h.rows < 1 || h.rows > h.tokens)) throw malformed(world, src);
+  return h;
+}
+
 std::pair<Header, torch::Tensor> recv_packet(World& world, int src, int tag, int64_t width, bool result) {
   auto packet = torch::empty({kHeaderFloats + width}, torch::kFloat);
   world.recv(packet, src, tag);
-  const float* v = packet.data_ptr<float>();
-  const Header h{int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), int64_t(v[4])};
+  const Header h = read_header(packet, world, src);
   if (h.kind != kRun) return {h, torch::Tensor()};
   const int64_t rows = result ? h.rows : h.tokens;
-  if (h.tokens < 1 || h.rows < 1 || h.rows > h.tokens)
-    throw CommError("rank " + std::to_string(world.rank()) + " received a malformed pipeline message from rank " +
-                    std::to_string(src) + ": every rank must run the same fedsplit");
   if (rows == 1) return {h, packet.slice(0, kHeaderFloats).reshape({1, width})};
   auto payload = torch::empty({rows, width}, torch::kFloat);
   world.recv(payload, src, tag);
@@ -146,15 +155,28 @@ class DistributedPipeline final : public Pipeline {
     const auto h = first_->run_layers(r.slot, first_->embed(r.tokens), r.position);
     phases_.lap(phases_.computing);
     const auto T = static_cast<int64_t>(r.tokens.size());
-    send_packet(sends_, 1, kForwardTag, {kRun, r.slot, r.position, T, r.all_rows ? T : 1}, h, h.size(1));
+    const int64_t rows = r.all_rows ? T : 1;
+    send_packet(sends_, 1, kForwardTag, {kRun, r.slot, r.position, T, rows}, h, h.size(1));
+    posted_.push_back(post_result(rows));
     phases_.lap(phases_.handing_on);
     ++phases_.steps;
   }
   StageResult receive() override {
+    if (posted_.empty()) throw ConfigError("receive() with nothing submitted");
     phases_.lap(phases_.driving);
-    auto [h, logits] = recv_packet(*world_, world_->size() - 1, kResultTag, config().vocab_size, /*result=*/true);
-    phases_.lap(phases_.waiting);
+    PostedResult p = std::move(posted_.front());
+    posted_.pop_front();
+    const int last = world_->size() - 1;
+    p.packet_done.wait();
+    const Header h = read_header(p.packet, *world_, last);
     if (h.kind != kRun) throw CommError("rank 0 expected logits from the last stage, got a control message");
+    if (h.rows != p.rows) throw malformed(*world_, last);
+    torch::Tensor logits = p.packet.slice(0, kHeaderFloats).reshape({1, -1});
+    if (p.rows > 1) {
+      p.payload_done.wait();
+      logits = p.payload;
+    }
+    phases_.lap(phases_.waiting);
     return {h.slot, logits};
   }
   void heartbeat() override { send_packet(sends_, 1, kForwardTag, {kHeartbeat}, {}, config().hidden_size); }
@@ -171,8 +193,31 @@ class DistributedPipeline final : public Pipeline {
 
  private:
   std::unique_ptr<GgufStage> first_;
+  // The receives of a submitted request's logits, posted as it leaves (results come back in order),
+  // so that the last stage's answers never wait for rank 0 to ask for them: over NCCL that wait
+  // would hold up the last stage's next receive, which shares the stream.
+  struct PostedResult {
+    int64_t rows = 1;
+    torch::Tensor packet, payload;
+    World::Pending packet_done, payload_done;
+  };
+  PostedResult post_result(int64_t rows) {
+    const int last = world_->size() - 1;
+    const int64_t vocab = config().vocab_size;
+    PostedResult p;
+    p.rows = rows;
+    p.packet = torch::empty({kHeaderFloats + vocab}, torch::kFloat);
+    p.packet_done = world_->irecv(p.packet, last, kResultTag);
+    if (rows > 1) {
+      p.payload = torch::empty({rows, vocab}, torch::kFloat);
+      p.payload_done = world_->irecv(p.payload, last, kResultTag);
+    }
+    return p;
+  }
+
   std::shared_ptr<World> world_;
   StagePhases phases_;
+  std::deque<PostedResult> posted_;
   SendQueue sends_;
   bool stopped_ = false;
 };

@@ -73,6 +73,8 @@ struct Transport {
   /// Starts a send; the returned call waits for it.
   virtual std::function<void(Ms)> start_send(at::Tensor& tensor, int dst, int tag) = 0;
   virtual void recv(at::Tensor& tensor, int src, int tag, Ms timeout) = 0;
+  /// Starts a receive; the returned call waits for it.
+  virtual std::function<void(Ms)> start_recv(at::Tensor& tensor, int src, int tag) = 0;
   virtual void broadcast(at::Tensor& tensor, int root, Ms timeout) = 0;
   virtual void barrier(Ms timeout) = 0;
 };
@@ -94,6 +96,11 @@ class GroupTransport final : public Transport {
   void recv(at::Tensor& tensor, int src, int tag, Ms timeout) override {
     std::vector<at::Tensor> tensors{tensor};
     finish(group_->recv(tensors, src, tag), timeout);
+  }
+  std::function<void(Ms)> start_recv(at::Tensor& tensor, int src, int tag) override {
+    std::vector<at::Tensor> tensors{tensor};
+    auto work = group_->recv(tensors, src, tag);
+    return [work](Ms timeout) { finish(work, timeout); };
   }
   void broadcast(at::Tensor& tensor, int root, Ms timeout) override {
     std::vector<at::Tensor> tensors{tensor};
@@ -437,7 +444,7 @@ void World::send(const torch::Tensor& tensor, int dst, int tag) {
   w.messages_sent += 1;
 }
 
-World::PendingSend World::isend(const torch::Tensor& tensor, int dst, int tag) {
+World::Pending World::isend(const torch::Tensor& tensor, int dst, int tag) {
   auto& w = *impl_;
   w.check_peer(dst, "send to", tag);
   TORCH_CHECK(tensor.defined(), "World::isend: undefined tensor");
@@ -449,18 +456,41 @@ World::PendingSend World::isend(const torch::Tensor& tensor, int dst, int tag) {
   w.guarded(what, advice, [&] { finish = w.transport->start_send(wire, dst, tag); });
   w.bytes_sent += bytes;
   w.messages_sent += 1;
-  PendingSend pending;
+  Pending pending;
   Impl* impl = impl_.get();
   // `wire` rides along so that the buffer outlives the send.
   pending.finish_ = [impl, what, advice, finish, wire] { impl->guarded(what, advice, [&] { finish(impl->timeout()); }); };
   return pending;
 }
 
-void World::PendingSend::wait() {
+void World::Pending::wait() {
   if (!finish_) return;
   auto finish = std::move(finish_);
   finish_ = nullptr;
   finish();
+}
+
+World::Pending World::irecv(const torch::Tensor& tensor, int src, int tag) {
+  auto& w = *impl_;
+  w.check_peer(src, "receive from", tag);
+  TORCH_CHECK(tensor.defined(), "World::irecv: undefined tensor (allocate it with the shape the peer sends)");
+  const bool direct = w.wire_ready(tensor);
+  auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
+  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
+  const std::string what = cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")");
+  const std::string advice = cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout");
+  std::function<void(Ms)> finish;
+  w.guarded(what, advice, [&] { finish = w.transport->start_recv(wire, src, tag); });
+  w.bytes_received += bytes;
+  w.messages_received += 1;
+  Pending pending;
+  Impl* impl = impl_.get();
+  pending.finish_ = [impl, what, advice, finish, wire, tensor, direct] {
+    impl->guarded(what, advice, [&] { finish(impl->timeout()); });
+    torch::NoGradGuard no_grad;
+    if (!direct) tensor.copy_(wire);
+  };
+  return pending;
 }
 
 void World::recv(torch::Tensor& tensor, int src, int tag) {

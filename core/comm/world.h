@@ -56,9 +56,10 @@ class World {
   /// copies to/from the backend's device as needed; recv fills `tensor` in place (its shape and dtype must match what
   /// the peer sent: the caller sends sizes first). Every call counts its payload bytes in traffic().
   void send(const torch::Tensor& tensor, int dst, int tag = 0);
-  /// A send that isend() started: wait() returns once it is done (CommError after timeout_s). It keeps
-  /// the tensor alive until then; sends to one peer with one tag arrive in the order they started.
-  class PendingSend {
+  /// A send or receive that isend() or irecv() started: wait() returns once it is done (CommError after
+  /// timeout_s). It keeps the tensor alive until then; messages between two peers with one tag arrive in
+  /// the order they started.
+  class Pending {
    public:
     void wait();
    private:
@@ -67,8 +68,12 @@ class World {
   };
   /// Starts a send and returns at once (counted like send), for ranks in a ring, such as a pipeline whose
   /// last stage answers the first, where blocking sends could all wait on each other.
-  PendingSend isend(const torch::Tensor& tensor, int dst, int tag = 0);
+  Pending isend(const torch::Tensor& tensor, int dst, int tag = 0);
   void recv(torch::Tensor& tensor, int src, int tag = 0);
+  /// Starts a receive into `tensor` and returns at once; `tensor` holds the message once wait() returns.
+  /// Posting receives early lets a peer's sends finish at once: over NCCL, the sends and receives
+  /// between two ranks share one stream, so a send that waits for its receive holds up what follows.
+  Pending irecv(const torch::Tensor& tensor, int src, int tag = 0);
   void broadcast(torch::Tensor& tensor, int root);  ///< counts bytes as sent on root, received on the others
   void barrier();
   /// Length-prefixed byte strings over send/recv (an int64 length, then uint8 bytes).

@@ -80,6 +80,23 @@ TEST(Comm, SendRecvRoundTripsFloatAndInt64Exactly) {
   });
 }
 
+// isend and irecv return at once: both ranks post their receives and sends before waiting on any,
+// a pattern blocking calls would deadlock in, and the messages arrive in order per tag.
+TEST(Comm, StartedSendsAndReceivesCompleteInOrder) {
+  run_ranks("pending", 2, [&](World& w) {
+    const int peer = 1 - w.rank();
+    std::vector<torch::Tensor> got;
+    std::vector<World::Pending> pending;
+    for (int i = 0; i < 3; ++i) {
+      got.push_back(torch::zeros({5}));
+      pending.push_back(w.irecv(got.back(), peer, /*tag=*/2));
+    }
+    for (int i = 0; i < 3; ++i) pending.push_back(w.isend(torch::full({5}, 10.0 * w.rank() + i), peer, 2));
+    for (auto& p : pending) p.wait();
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(got[i], torch::full({5}, 10.0 * peer + i))) << i;
+  });
+}
+
 TEST(Comm, SendBytesRoundTripsEmptySmallAndLarge) {
   const std::string large = pattern_bytes(10 * 1000 * 1000);
   const std::string small("a\0b\xff", 4);
