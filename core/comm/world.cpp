@@ -261,6 +261,20 @@ struct World::Impl {
     }
   }
 
+  /// Starts a transfer with `start` and returns the call that waits for it within the timeout and
+  /// then runs `then`; a failure of either is a CommError naming `what`. `keep` (the transfer's
+  /// buffer) lives until then.
+  std::function<void()> begin(const std::string& what, const std::string& advice,
+                              const std::function<std::function<void(Ms)>()>& start, const at::Tensor& keep,
+                              std::function<void()> then = {}) {
+    std::function<void(Ms)> finish;
+    guarded(what, advice, [&] { finish = start(); });
+    return [this, what, advice, finish, keep, then] {
+      guarded(what, advice, [&] { finish(timeout()); });
+      if (then) then();
+    };
+  }
+
   /// A contiguous copy of `tensor` on the backend's device (the tensor itself when it already is).
   at::Tensor on_wire(const at::Tensor& tensor) const { return tensor.to(device).contiguous(); }
   bool wire_ready(const at::Tensor& tensor) const { return tensor.device() == device && tensor.is_contiguous(); }
@@ -450,16 +464,12 @@ World::Pending World::isend(const torch::Tensor& tensor, int dst, int tag) {
   TORCH_CHECK(tensor.defined(), "World::isend: undefined tensor");
   auto wire = w.on_wire(tensor);
   const int64_t bytes = static_cast<int64_t>(wire.nbytes());
-  const std::string what = cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")");
-  const std::string advice = cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout");
-  std::function<void(Ms)> finish;
-  w.guarded(what, advice, [&] { finish = w.transport->start_send(wire, dst, tag); });
+  Pending pending;
+  pending.finish_ = w.begin(cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")"),
+                            cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout"),
+                            [&] { return w.transport->start_send(wire, dst, tag); }, wire);
   w.bytes_sent += bytes;
   w.messages_sent += 1;
-  Pending pending;
-  Impl* impl = impl_.get();
-  // `wire` rides along so that the buffer outlives the send.
-  pending.finish_ = [impl, what, advice, finish, wire] { impl->guarded(what, advice, [&] { finish(impl->timeout()); }); };
   return pending;
 }
 
@@ -477,19 +487,16 @@ World::Pending World::irecv(const torch::Tensor& tensor, int src, int tag) {
   const bool direct = w.wire_ready(tensor);
   auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
   const int64_t bytes = static_cast<int64_t>(wire.nbytes());
-  const std::string what = cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")");
-  const std::string advice = cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout");
-  std::function<void(Ms)> finish;
-  w.guarded(what, advice, [&] { finish = w.transport->start_recv(wire, src, tag); });
+  Pending pending;
+  pending.finish_ = w.begin(
+      cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")"),
+      cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout"),
+      [&] { return w.transport->start_recv(wire, src, tag); }, wire, [tensor, wire, direct] {
+        torch::NoGradGuard no_grad;
+        if (!direct) tensor.copy_(wire);
+      });
   w.bytes_received += bytes;
   w.messages_received += 1;
-  Pending pending;
-  Impl* impl = impl_.get();
-  pending.finish_ = [impl, what, advice, finish, wire, tensor, direct] {
-    impl->guarded(what, advice, [&] { finish(impl->timeout()); });
-    torch::NoGradGuard no_grad;
-    if (!direct) tensor.copy_(wire);
-  };
   return pending;
 }
 
