@@ -23,8 +23,9 @@ namespace {
 
 using fedsplit::testing::TempDir;
 
-std::string export_model(const std::string& dir, int64_t stages, GgufQuant quant, int64_t vocab = 96) {
-  DecoderConfig c = family_config(ModelFamily::llama, vocab, 64, 3, 4, 2, 0, 64);
+std::string export_model(const std::string& dir, int64_t stages, GgufQuant quant, int64_t vocab = 96,
+                         ModelFamily family = ModelFamily::llama) {
+  DecoderConfig c = family_config(family, vocab, 64, 3, 4, 2, 0, 64);
   c.eos_token_ids = {};
   Decoder model(c, /*init=*/false);
   model->init_weights(11);
@@ -69,28 +70,35 @@ TEST(EngineGpu, CudaMatchesTheCpuEngine) {
 
 // One-token steps replayed from captured graphs (attention over the whole cache, later positions
 // masked) against the same steps launched op by op: the same logits up to the softmax's summation
-// order (1e-4), the same greedy tokens, and again after a rollback leaves stale cache entries.
+// order (1e-4), the same greedy tokens, and again after a rollback leaves stale cache entries; for
+// llama and qwen2 (whose op-by-op prompt also equals the CPU engine's).
 TEST(EngineGpu, CapturedDecodeStepsEqualEagerOnes) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "needs CUDA";
   if (!CapturedGraph::available()) GTEST_SKIP() << "this build's LibTorch has no CUDA graphs";
   TempDir dir("engine_gpu_graphs");
-  const std::string file = export_model(dir / "q8", 1, GgufQuant::q8_0) + "/model.gguf";
-  StageOptions options;
-  options.device = torch::kCUDA;
-  options.context = 40;
-  GgufRunner graphs(file, options);
-  options.cuda_graphs = false;
-  GgufRunner eager(file, options);
-  auto a = graphs.forward_last(kPrompt)[0], b = eager.forward_last(kPrompt)[0];
-  for (int step = 0; step < 12; ++step) {
-    ASSERT_LT((a - b).abs().max().item<double>(), 1e-4) << "step " << step;
-    const int64_t next = b.argmax().item<int64_t>();
-    ASSERT_EQ(a.argmax().item<int64_t>(), next) << "step " << step;
-    a = graphs.forward({next})[0], b = eager.forward({next})[0];
+  for (const auto family : {ModelFamily::llama, ModelFamily::qwen2}) {  // both RoPE layouts
+    SCOPED_TRACE(to_string(family));
+    const std::string file = export_model(dir / to_string(family), 1, GgufQuant::f32, 96, family) + "/model.gguf";
+    StageOptions options;
+    options.device = torch::kCUDA;
+    options.context = 40;
+    GgufRunner graphs(file, options);
+    options.cuda_graphs = false;
+    GgufRunner eager(file, options);
+    GgufRunner cpu(file, 1, 40);
+    EXPECT_LT((eager.forward(kPrompt) - cpu.forward(kPrompt)).abs().max().item<double>(), 1e-4);
+    eager.reset();
+    auto a = graphs.forward_last(kPrompt)[0], b = eager.forward_last(kPrompt)[0];
+    for (int step = 0; step < 12; ++step) {
+      ASSERT_LT((a - b).abs().max().item<double>(), 1e-4) << "step " << step;
+      const int64_t next = b.argmax().item<int64_t>();
+      ASSERT_EQ(a.argmax().item<int64_t>(), next) << "step " << step;
+      a = graphs.forward({next})[0], b = eager.forward({next})[0];
+    }
+    graphs.truncate(8);
+    eager.truncate(8);
+    EXPECT_LT((graphs.forward({5}) - eager.forward({5})).abs().max().item<double>(), 1e-4);
   }
-  graphs.truncate(8);
-  eager.truncate(8);
-  EXPECT_LT((graphs.forward({5}) - eager.forward({5})).abs().max().item<double>(), 1e-4);
 }
 
 TEST(EngineGpu, NcclRanksServeAsTheCpu) {
