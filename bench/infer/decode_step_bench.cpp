@@ -29,8 +29,11 @@ Weights make(GgmlType type, int64_t rows, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> d(0.0f, 0.05f);
   std::vector<float> w(static_cast<size_t>(rows * cols));
   for (auto& v : w) v = d(rng);
-  Weights out{quantize_rows(type, w.data(), rows, cols), {}};
-  out.m = QuantMatrix{type, out.bytes.data(), rows, cols};
+  // In the layout the engine gives the matrix at load (infer/gguf_stage.cpp).
+  const QuantLayout layout = preferred_layout(type, rows, cols);
+  const auto plain = quantize_rows(type, w.data(), rows, cols);
+  Weights out{to_layout(type, plain.data(), rows, cols, layout), {}};
+  out.m = QuantMatrix{type, out.bytes.data(), rows, cols, layout};
   return out;
 }
 
