@@ -29,17 +29,17 @@ GgufRunner::GgufRunner(const std::string& path, StageOptions options) {
 
 GgufRunner::~GgufRunner() = default;
 
-torch::Tensor GgufRunner::forward(const std::vector<int64_t>& tokens) { return run(tokens, false); }
-torch::Tensor GgufRunner::forward_last(const std::vector<int64_t>& tokens) { return run(tokens, true); }
+torch::Tensor GgufRunner::forward(const std::vector<int64_t>& tokens) { return run(tokens, true); }
+torch::Tensor GgufRunner::forward_last(const std::vector<int64_t>& tokens) { return run(tokens, false); }
 
-torch::Tensor GgufRunner::run(const std::vector<int64_t>& tokens, bool last_only) {
+torch::Tensor GgufRunner::run(const std::vector<int64_t>& tokens, bool all_rows) {
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T == 0) return torch::empty({0, config().vocab_size});
   torch::NoGradGuard no_grad;
   // The stage refuses ids outside the vocabulary and positions beyond its context.
   const auto h = stage_->run_layers(0, stage_->embed(tokens), position_);
   position_ += T;
-  return stage_->head(last_only ? h.slice(0, T - 1) : h).to(torch::kCPU);
+  return stage_->head(all_rows ? h : h.slice(0, T - 1)).to(torch::kCPU);
 }
 
 void GgufRunner::truncate(int64_t position) {

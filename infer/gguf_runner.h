@@ -32,7 +32,7 @@ class GgufRunner : public CausalLm {
   const std::string& architecture() const;
 
  private:
-  torch::Tensor run(const std::vector<int64_t>& tokens, bool last_only);
+  torch::Tensor run(const std::vector<int64_t>& tokens, bool all_rows);
 
   std::unique_ptr<GgufStage> stage_;
   int64_t position_ = 0;

@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "compress/gguf.h"
 #include "compress/gguf_llama.h"
@@ -197,11 +198,19 @@ struct GgufStage::Impl {
     return torch::cat({a * cos - b * sin, a * sin + b * cos}, 2);
   }
 
-  torch::Tensor attention(Layer& layer, int64_t slot, const torch::Tensor& x, int64_t position) {
-    const int64_t T = x.size(0), H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
+  // q, k and v of x [T, hidden] (the LibTorch path): views of the stacked product's columns, plus
+  // the biases where the model has them.
+  std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> project_qkv(const Layer& layer, const torch::Tensor& x) const {
+    const int64_t H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
     const auto qkv = layer.qkv->apply(x, threads);
     auto q = qkv.slice(1, 0, H * D), k = qkv.slice(1, H * D, (H + KV) * D), v = qkv.slice(1, (H + KV) * D);
     if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
+    return {q, k, v};
+  }
+
+  torch::Tensor attention(Layer& layer, int64_t slot, const torch::Tensor& x, int64_t position) {
+    const int64_t T = x.size(0), H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
+    auto [q, k, v] = project_qkv(layer, x);
     q = rope(q.reshape({T, H, D}), position);
     k = rope(k.reshape({T, KV, D}), position);
     auto& k_cache = layer.k_cache[static_cast<size_t>(slot)];
@@ -236,9 +245,7 @@ struct GgufStage::Impl {
   // index_copy_, and the query reads the whole cache with the positions after its own masked.
   torch::Tensor attention_at(Layer& layer, int64_t slot, const torch::Tensor& x, const torch::Tensor& position) {
     const int64_t H = config.num_heads, KV = config.num_kv_heads, D = config.resolved_head_dim();
-    const auto qkv = layer.qkv->apply(x, threads);
-    auto q = qkv.slice(1, 0, H * D), k = qkv.slice(1, H * D, (H + KV) * D), v = qkv.slice(1, (H + KV) * D);
-    if (layer.q_bias.defined()) q = q + layer.q_bias, k = k + layer.k_bias, v = v + layer.v_bias;
+    auto [q, k, v] = project_qkv(layer, x);
     const auto angles = rope_table.index_select(0, position);
     q = rotate(q.reshape({1, H, D}), angles);
     k = rotate(k.reshape({1, KV, D}), angles);

@@ -50,9 +50,9 @@ class SendQueue {
 struct StagePhases {
   using Clock = std::chrono::steady_clock;
   double waiting = 0, computing = 0, handing_on = 0;
+  double driving = 0;  // rank 0: between its calls (sampling, reading requests)
   int64_t steps = 0;
   Clock::time_point mark = Clock::now();
-  double driving = 0;  // rank 0: between its calls (sampling, reading requests)
   // Adds the time since the last lap to `phase`.
   void lap(double& phase) {
     const auto now = Clock::now();
@@ -83,8 +83,6 @@ void send_packet(SendQueue& sends, int dst, int tag, const Header& h, const torc
   if (rows > 1) sends.send(payload, dst, tag);
 }
 
-// The header and payload [payload_rows, width] (payload_rows from the header: rows for results,
-// tokens between stages; undefined without one).
 CommError malformed(const World& world, int src) {
   return CommError("rank " + std::to_string(world.rank()) + " received a malformed pipeline message from rank " +
                    std::to_string(src) + ": every rank must run the same fedsplit");
@@ -98,6 +96,8 @@ Header read_header(const torch::Tensor& packet, const World& world, int src) {
   return h;
 }
 
+// The header and payload [payload_rows, width] (payload_rows from the header: rows for results,
+// tokens between stages; undefined without one).
 std::pair<Header, torch::Tensor> recv_packet(World& world, int src, int tag, int64_t width, bool result) {
   auto packet = torch::empty({kHeaderFloats + width}, torch::kFloat);
   world.recv(packet, src, tag);

@@ -132,18 +132,19 @@ int64_t full_groups(const QuantMatrix& w) {
   return w.layout == QuantLayout::interleaved ? w.rows / kGroupRows : 0;
 }
 
-// Where block b of row k of a group starts in the interleaved layout of `type`, for scale and code
-// bytes.
-struct GroupPlace {
-  int64_t scale;   // the fp16 scale's 2 bytes
-  int64_t chunk0;  // code bytes 0..3; chunk i (bytes 4i..) is i * kGroupChunkBytes further
-  int64_t chunks;  // 4-byte chunks per block: 4 (Q4_0) or 8 (Q8_0)
-};
-
-GroupPlace group_place(GgmlType type, int64_t group, int64_t blocks, int64_t b, int64_t k) {
-  const int64_t block_bytes = block_bytes_of(type);
-  const int64_t blk = (group * blocks + b) * kGroupRows * block_bytes;
-  return {blk + 2 * k, blk + 2 * kGroupRows + 4 * k, (block_bytes - 2) / 4};
+// Calls move(plain, interleaved, bytes) for each piece of row `row` (inside a full group) of a
+// matrix of `type` with `blocks` blocks a row: every block's 2-byte scale and 4-byte code chunks,
+// `plain` its offset in the row as GGUF stores it, `interleaved` its offset in the interleaved
+// matrix. Converting either way is copying each piece.
+template <class Move>
+void for_each_group_piece(GgmlType type, int64_t row, int64_t blocks, Move move) {
+  const int64_t block_bytes = block_bytes_of(type), group = row / kGroupRows, k = row % kGroupRows;
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t blk = (group * blocks + b) * kGroupRows * block_bytes;  // the group's block b
+    move(b * block_bytes, blk + 2 * k, 2);
+    for (int64_t i = 0; i < (block_bytes - 2) / 4; ++i)
+      move(b * block_bytes + 2 + 4 * i, blk + 2 * kGroupRows + 4 * k + i * kGroupChunkBytes, 4);
+  }
 }
 
 // Row `row` of w as GGUF stores it (row_bytes_of(w) bytes into out), whatever w's layout.
@@ -153,13 +154,9 @@ void copy_plain_row(const QuantMatrix& w, int64_t row, uint8_t* out) {
     std::memcpy(out, w.data + row * row_bytes, static_cast<size_t>(row_bytes));
     return;
   }
-  const int64_t blocks = w.cols / kBlock;
-  for (int64_t b = 0; b < blocks; ++b) {
-    const GroupPlace at = group_place(w.type, row / kGroupRows, blocks, b, row % kGroupRows);
-    uint8_t* blk = out + b * block_bytes_of(w.type);
-    std::memcpy(blk, w.data + at.scale, 2);
-    for (int64_t i = 0; i < at.chunks; ++i) std::memcpy(blk + 2 + 4 * i, w.data + at.chunk0 + i * kGroupChunkBytes, 4);
-  }
+  for_each_group_piece(w.type, row, w.cols / kBlock, [&](int64_t plain, int64_t interleaved, int64_t bytes) {
+    std::memcpy(out + plain, w.data + interleaved, static_cast<size_t>(bytes));
+  });
 }
 
 // Q8 blocks of one activation row: scale = absmax / 127, codes = x / scale rounded to nearest
@@ -347,15 +344,11 @@ std::vector<uint8_t> to_layout(GgmlType type, const uint8_t* plain, int64_t rows
   const int64_t row_bytes = row_bytes_of(w);
   // The plain copy already holds the rows past the last full group.
   std::vector<uint8_t> out(plain, plain + rows * row_bytes);
-  const int64_t blocks = cols / kBlock;
   for (int64_t r = 0; r < full_groups(w) * kGroupRows; ++r) {
     const uint8_t* row = plain + r * row_bytes;
-    for (int64_t b = 0; b < blocks; ++b) {
-      const GroupPlace at = group_place(type, r / kGroupRows, blocks, b, r % kGroupRows);
-      const uint8_t* blk = row + b * block_bytes_of(type);
-      std::memcpy(&out[at.scale], blk, 2);
-      for (int64_t i = 0; i < at.chunks; ++i) std::memcpy(&out[at.chunk0 + i * kGroupChunkBytes], blk + 2 + 4 * i, 4);
-    }
+    for_each_group_piece(type, r, cols / kBlock, [&](int64_t from, int64_t to, int64_t bytes) {
+      std::memcpy(&out[to], row + from, static_cast<size_t>(bytes));
+    });
   }
   return out;
 }
