@@ -2,7 +2,7 @@
 
 #include "core/util/error.h"
 
-#if defined(FEDSPLIT_CUDA_GRAPHS)
+#if defined(FEDSPLIT_TORCH_CUDA)
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,7 +12,7 @@
 
 namespace fedsplit {
 
-#if defined(FEDSPLIT_CUDA_GRAPHS)
+#if defined(FEDSPLIT_TORCH_CUDA)
 
 struct CapturedGraph::Impl {
   at::cuda::CUDAGraph graph;

@@ -16,6 +16,7 @@
 #include "core/util/error.h"
 #include "infer/cpu_ops.h"
 #include "infer/cuda_graph.h"
+#include "infer/device_sync.h"
 #include "infer/quant_kernels.h"
 #include "infer/thread_pool.h"
 
@@ -42,7 +43,7 @@ struct Weight {
   // Rows `ids` as fp32 [T, cols] (an embedding lookup).
   torch::Tensor rows_of(const std::vector<int64_t>& ids) const {
     if (dense.defined()) {
-      const auto index = torch::tensor(ids, torch::kLong).to(dense.device());
+      const auto index = to_device_async(torch::tensor(ids, torch::kLong), dense.device());
       return dense.index_select(0, index);
     }
     auto out = torch::empty({static_cast<int64_t>(ids.size()), cols}, torch::kFloat);
@@ -260,17 +261,21 @@ struct GgufStage::Impl {
     return layer.o.apply(mixed.reshape({1, H * D}), threads);
   }
 
-  // A slot's one-token step through its captured graph (captured at the slot's first such step).
+  // Captures slot `slot`'s one-token step, at load, so that no request waits for it (the runs
+  // before the capture write the slot's position 0, which its first prompt overwrites).
+  void capture_decode(int64_t slot) {
+    DecodeGraph& g = decode_graphs[static_cast<size_t>(slot)];
+    const auto options = torch::TensorOptions(torch::kFloat).device(device);
+    g.input = torch::zeros({1, config.hidden_size}, options);
+    g.position = torch::zeros({1}, options.dtype(torch::kLong));
+    g.graph = std::make_unique<CapturedGraph>([&] { g.output = decode_step(slot, g.input, g.position); }, device);
+  }
+
+  // A slot's one-token step through its captured graph.
   torch::Tensor decode_with_graph(int64_t slot, const torch::Tensor& h, int64_t position) {
     DecodeGraph& g = decode_graphs[static_cast<size_t>(slot)];
-    if (!g.graph) {
-      g.input = torch::zeros({1, config.hidden_size}, torch::TensorOptions(torch::kFloat).device(device));
-      g.position = torch::zeros({1}, torch::TensorOptions(torch::kLong).device(device));
-    }
     g.input.copy_(h);
     g.position.fill_(position);
-    if (!g.graph)
-      g.graph = std::make_unique<CapturedGraph>([&] { g.output = decode_step(slot, g.input, g.position); }, device);
     g.graph->replay();
     return g.output.clone();  // the next replay overwrites g.output
   }
@@ -448,6 +453,8 @@ GgufStage::GgufStage(const std::string& path, const StageOptions& options) : imp
     if (options.cuda_graphs && m.device.is_cuda() && CapturedGraph::available()) {
       m.cache_positions = torch::arange(m.context, torch::TensorOptions(torch::kLong).device(m.device));
       m.decode_graphs.resize(static_cast<size_t>(m.slots));
+      torch::NoGradGuard no_grad;
+      for (int64_t slot = 0; slot < m.slots; ++slot) m.capture_decode(slot);
     }
   }
 }

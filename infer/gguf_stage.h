@@ -5,9 +5,9 @@
 //
 // On the CPU, Q8_0 and Q4_0 projections go through infer/quant_kernels (never dequantized as a
 // whole) and F32/F16 ones are fp32 matrices. On CUDA every weight is dequantized once into an
-// fp32 tensor on the device and the stage runs through LibTorch; a slot's one-token steps are
-// captured once as a CUDA graph and replayed (position read from device memory, attention over the
-// whole cache with the positions after it masked), so a step costs one launch, not one per op.
+// fp32 tensor on the device and the stage runs through LibTorch; a slot's one-token step is
+// captured as a CUDA graph at load and replayed (position read from device memory, attention over
+// the whole cache with the positions after it masked), so a step costs one launch, not one per op.
 //
 // The q and k rows of a "llama" file are permuted for llama.cpp's RoPE (adjacent pairs rotate
 // together, see compress/gguf_llama.h); the stage rotates them so, which gives the same scores as

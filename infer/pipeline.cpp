@@ -8,13 +8,16 @@
 
 #include "core/comm/world.h"
 #include "core/util/error.h"
+#include "infer/device_sync.h"
 
 namespace fedsplit {
 namespace {
 
-enum Kind : int64_t { kRun = 0, kHeartbeat = 1, kStop = 2 };
+// kHello goes once through every link before the first request (rank 0 -> ... -> last -> rank 0),
+// so that NCCL makes its communicators then, not inside the first request's time.
+enum Kind : int64_t { kRun = 0, kHeartbeat = 1, kStop = 2, kHello = 3 };
 constexpr int kForwardTag = 0;  // stage s -> s+1
-constexpr int kResultTag = 1;   // last stage -> rank 0
+constexpr int kResultTag = 1;   // last stage -> rank 0, over the results world
 constexpr int64_t kHeaderFloats = 5;
 constexpr int64_t kExactInFloat = int64_t(1) << 24;  // every integer up to here is exact as a float
 
@@ -45,24 +48,32 @@ class SendQueue {
   std::deque<World::Pending> pending_;
 };
 
-// Where a rank's time goes, reported when it stops. On CUDA the host waits for the device when it
-// copies a result off it, so GPU time shows up in "handing on".
+// Where a rank's time goes, reported when it stops: the host's phases and, on CUDA, where the host
+// only queues the work, the device's time on the steps.
 struct StagePhases {
   using Clock = std::chrono::steady_clock;
+  explicit StagePhases(const torch::Device& device) : device_busy(device) {}
   double waiting = 0, computing = 0, handing_on = 0;
   double driving = 0;  // rank 0: between its calls (sampling, reading requests)
   int64_t steps = 0;
   Clock::time_point mark = Clock::now();
+  DeviceBusyClock device_busy;
+  // Starts counting afresh (once the links are up, so that loading and joining are not reported).
+  void restart() {
+    waiting = computing = handing_on = driving = 0;
+    mark = Clock::now();
+  }
   // Adds the time since the last lap to `phase`.
   void lap(double& phase) {
     const auto now = Clock::now();
     phase += std::chrono::duration<double>(now - mark).count();
     mark = now;
   }
-  void report(int rank, const char* waiting_for) const {
+  void report(int rank, const char* waiting_for) {
     std::cerr << "stage " << rank << ": " << steps << " steps; " << waiting << " s " << waiting_for << ", " << computing
               << " s computing, " << handing_on << " s handing on";
     if (rank == 0) std::cerr << ", " << driving << " s driving";
+    if (device_busy.measures()) std::cerr << "; the GPU was busy " << device_busy.seconds() << " s of them";
     std::cerr << "\n";
   }
 };
@@ -75,8 +86,8 @@ void send_packet(SendQueue& sends, int dst, int tag, const Header& h, const torc
     if (v < 0 || v >= kExactInFloat) throw ConfigError("pipeline header value " + std::to_string(v) + " is out of range");
   const auto options = payload.defined() ? payload.options() : torch::TensorOptions(torch::kFloat);
   auto packet = torch::zeros({kHeaderFloats + width}, options);
-  packet.slice(0, 0, kHeaderFloats)
-      .copy_(torch::tensor({float(h.kind), float(h.slot), float(h.position), float(h.tokens), float(h.rows)}));
+  const auto header = torch::tensor({float(h.kind), float(h.slot), float(h.position), float(h.tokens), float(h.rows)});
+  packet.slice(0, 0, kHeaderFloats).copy_(to_device_async(header, packet.device()));
   const int64_t rows = payload.defined() ? payload.size(0) : 0;
   if (rows == 1) packet.slice(0, kHeaderFloats).copy_(payload.reshape({-1}));
   sends.send(packet, dst, tag);
@@ -92,6 +103,7 @@ CommError malformed(const World& world, int src) {
 Header read_header(const torch::Tensor& packet, const World& world, int src) {
   const float* v = packet.data_ptr<float>();
   const Header h{int64_t(v[0]), int64_t(v[1]), int64_t(v[2]), int64_t(v[3]), int64_t(v[4])};
+  if (h.kind < kRun || h.kind > kHello) throw malformed(world, src);
   if (h.kind == kRun && (h.tokens < 1 || h.rows < 1 || h.rows > h.tokens)) throw malformed(world, src);
   return h;
 }
@@ -110,6 +122,15 @@ std::pair<Header, torch::Tensor> recv_packet(World& world, int src, int tag, int
   return {h, payload};
 }
 
+// A second world of the same ranks, which carries the logits from the last rank to rank 0: over
+// NCCL, messages between two ranks of one world share a stream, so with two stages rank 0's next
+// activations would wait behind its receive of the previous logits. Every rank makes it.
+std::shared_ptr<World> results_world(World& world) {
+  std::vector<int> ranks(static_cast<size_t>(world.size()));
+  for (int r = 0; r < world.size(); ++r) ranks[static_cast<size_t>(r)] = r;
+  return world.subgroup(ranks, "pipeline-results");
+}
+
 class LocalPipeline final : public Pipeline {
  public:
   explicit LocalPipeline(std::vector<std::unique_ptr<GgufStage>> stages) : stages_(std::move(stages)) {}
@@ -119,13 +140,14 @@ class LocalPipeline final : public Pipeline {
     torch::Tensor h = stages_.front()->embed(r.tokens);
     for (auto& stage : stages_) h = stage->run_layers(r.slot, h.to(stage->device()), r.position);
     if (!r.all_rows) h = h.slice(0, h.size(0) - 1);
-    results_.push_back({r.slot, stages_.back()->head(h).to(torch::kCPU)});
+    // Not waited for here: the host samples one sequence while the device runs the others.
+    results_.emplace_back(r.slot, HostCopy(stages_.back()->head(h)));
   }
   StageResult receive() override {
     if (results_.empty()) throw ConfigError("receive() with nothing submitted");
-    StageResult out = std::move(results_.front());
+    auto [slot, logits] = std::move(results_.front());
     results_.pop_front();
-    return out;
+    return {slot, logits.wait()};
   }
   void heartbeat() override {}
   void stop() override {}
@@ -135,13 +157,23 @@ class LocalPipeline final : public Pipeline {
 
  private:
   std::vector<std::unique_ptr<GgufStage>> stages_;
-  std::deque<StageResult> results_;
+  std::deque<std::pair<int64_t, HostCopy>> results_;  // slot, logits
 };
 
 class DistributedPipeline final : public Pipeline {
  public:
   DistributedPipeline(std::unique_ptr<GgufStage> first, std::shared_ptr<World> world)
-      : first_(std::move(first)), world_(std::move(world)), sends_(*world_, first_->slots()) {}
+      : first_(std::move(first)),
+        world_(std::move(world)),
+        results_(results_world(*world_)),
+        phases_(first_->device()),
+        sends_(*world_, first_->slots()) {
+    send_packet(sends_, 1, kForwardTag, {kHello}, {}, config().hidden_size);
+    const int last = world_->size() - 1;
+    if (recv_packet(*results_, last, kResultTag, config().vocab_size, /*result=*/true).first.kind != kHello)
+      throw malformed(*world_, last);
+    phases_.restart();
+  }
   ~DistributedPipeline() override {
     try {
       stop();
@@ -152,7 +184,9 @@ class DistributedPipeline final : public Pipeline {
     check_tokens(r.tokens, r.position, config(), context());
     torch::NoGradGuard no_grad;
     phases_.lap(phases_.driving);
+    phases_.device_busy.start();
     const auto h = first_->run_layers(r.slot, first_->embed(r.tokens), r.position);
+    phases_.device_busy.stop();
     phases_.lap(phases_.computing);
     const auto T = static_cast<int64_t>(r.tokens.size());
     const int64_t rows = r.all_rows ? T : 1;
@@ -195,27 +229,27 @@ class DistributedPipeline final : public Pipeline {
   std::unique_ptr<GgufStage> first_;
   // The receives of a submitted request's logits, posted as it leaves (results come back in order),
   // so that the last stage's answers never wait for rank 0 to ask for them: over NCCL that wait
-  // would hold up the last stage's next receive, which shares the stream.
+  // would hold up the last stage's next answer, which shares the stream.
   struct PostedResult {
     int64_t rows = 1;
     torch::Tensor packet, payload;
     World::Pending packet_done, payload_done;
   };
   PostedResult post_result(int64_t rows) {
-    const int last = world_->size() - 1;
     const int64_t vocab = config().vocab_size;
     PostedResult p;
     p.rows = rows;
     p.packet = torch::empty({kHeaderFloats + vocab}, torch::kFloat);
-    p.packet_done = world_->irecv(p.packet, last, kResultTag);
+    p.packet_done = results_->irecv(p.packet, world_->size() - 1, kResultTag);
     if (rows > 1) {
       p.payload = torch::empty({rows, vocab}, torch::kFloat);
-      p.payload_done = world_->irecv(p.payload, last, kResultTag);
+      p.payload_done = results_->irecv(p.payload, world_->size() - 1, kResultTag);
     }
     return p;
   }
 
   std::shared_ptr<World> world_;
+  std::shared_ptr<World> results_;
   StagePhases phases_;
   std::deque<PostedResult> posted_;
   SendQueue sends_;
@@ -249,21 +283,27 @@ std::unique_ptr<Pipeline> distributed_pipeline(std::unique_ptr<GgufStage> first,
 void serve_stage(GgufStage& stage, World& world) {
   const int rank = world.rank();
   const bool last = rank == world.size() - 1;
+  // The last stage answers rank 0 over the results world; the others hand on to the next rank.
+  const auto results = results_world(world);
   const int next = last ? 0 : rank + 1;
-  SendQueue sends(world, stage.slots());
+  SendQueue sends(last ? *results : world, stage.slots());
   torch::NoGradGuard no_grad;
   const int64_t hidden = stage.config().hidden_size, vocab = stage.config().vocab_size;
-  StagePhases phases;
+  StagePhases phases(stage.device());
   for (;;) {
     auto [h, input] = recv_packet(world, rank - 1, kForwardTag, hidden, /*result=*/false);
     phases.lap(phases.waiting);
-    if (h.kind == kStop || h.kind == kHeartbeat) {
+    if (h.kind != kRun) {
       if (!last) send_packet(sends, next, kForwardTag, h, {}, hidden);
+      else if (h.kind == kHello) send_packet(sends, next, kResultTag, h, {}, vocab);
+      if (h.kind == kHello) phases.restart();
       if (h.kind == kStop) break;
       continue;
     }
-    auto out = stage.run_layers(h.slot, input.to(stage.device()), h.position);
+    phases.device_busy.start();
+    auto out = stage.run_layers(h.slot, to_device_async(input, stage.device()), h.position);
     if (last) out = stage.head(out.slice(0, h.tokens - h.rows));
+    phases.device_busy.stop();
     phases.lap(phases.computing);
     send_packet(sends, next, last ? kResultTag : kForwardTag, h, out, last ? vocab : hidden);
     phases.lap(phases.handing_on);

@@ -2,6 +2,7 @@ set(INFER_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/batch_generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cpu_ops.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cuda_graph.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/device_sync.cpp
   ${CMAKE_CURRENT_LIST_DIR}/engine_profile.cpp
   ${CMAKE_CURRENT_LIST_DIR}/generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gguf_runner.cpp

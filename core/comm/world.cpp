@@ -11,6 +11,8 @@
 #endif
 #if defined(FEDSPLIT_HAVE_NCCL)
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #if defined(FEDSPLIT_HAVE_MPI)
@@ -25,6 +27,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/util/error.h"
@@ -121,8 +124,9 @@ class GroupTransport final : public Transport {
   static void finish(const c10::intrusive_ptr<Work>& work, Ms timeout) {
     const auto deadline = Clock::now() + timeout;
     if (!work->wait(timeout)) throw std::runtime_error("the operation was aborted");
-    // Spin for the first millisecond (pipeline messages complete in microseconds), then sleep.
-    const auto spin_until = Clock::now() + std::chrono::milliseconds(1);
+    // Spin for the first 20 ms, then sleep: a pipeline stage's next message is usually a step of
+    // its peer away (a millisecond or so), and waking from a sleep would add up to 200 us a hop.
+    const auto spin_until = Clock::now() + std::chrono::milliseconds(20);
     while (!work->isCompleted()) {
       const auto now = Clock::now();
       if (now > deadline) throw std::runtime_error("timed out");
@@ -235,6 +239,12 @@ struct World::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   std::unique_ptr<Transport> transport;
   std::atomic<int64_t> bytes_sent{0}, bytes_received{0}, messages_sent{0}, messages_received{0};
+#if defined(FEDSPLIT_HAVE_NCCL)
+  // Over NCCL, host tensors are copied and their transfers posted on a stream of their own: NCCL
+  // makes a transfer wait for its calling stream, and a copy to or from pageable memory waits for
+  // its whole stream, so on the compute stream either would wait for every step queued there.
+  std::optional<c10::cuda::CUDAStream> staging;
+#endif
 
   Ms timeout() const { return Ms(static_cast<int64_t>(std::ceil(timeout_s * 1000))); }
 
@@ -264,20 +274,36 @@ struct World::Impl {
   /// Starts a transfer with `start` and returns the call that waits for it within the timeout and
   /// then runs `then`; a failure of either is a CommError naming `what`. `keep` (the transfer's
   /// buffer) lives until then.
-  std::function<void()> begin(const std::string& what, const std::string& advice,
+  std::function<void()> begin(const std::string& what, const std::string& advice, bool staged,
                               const std::function<std::function<void(Ms)>()>& start, const at::Tensor& keep,
                               std::function<void()> then = {}) {
     std::function<void(Ms)> finish;
     guarded(what, advice, [&] { finish = start(); });
-    return [this, what, advice, finish, keep, then] {
-      guarded(what, advice, [&] { finish(timeout()); });
-      if (then) then();
+    return [this, what, advice, staged, finish, keep, then] {
+      maybe_staged(staged, [&] {
+        guarded(what, advice, [&] { finish(timeout()); });
+        if (then) then();
+      });
     };
   }
 
   /// A contiguous copy of `tensor` on the backend's device (the tensor itself when it already is).
   at::Tensor on_wire(const at::Tensor& tensor) const { return tensor.to(device).contiguous(); }
   bool wire_ready(const at::Tensor& tensor) const { return tensor.device() == device && tensor.is_contiguous(); }
+
+  /// Runs `body` with the staging stream current when the transfer stages a host tensor over NCCL.
+  template <class F>
+  void maybe_staged(bool staged, F&& body) const {
+#if defined(FEDSPLIT_HAVE_NCCL)
+    if (staged && staging) {
+      const c10::cuda::CUDAStreamGuard on_staging(*staging);
+      body();
+      return;
+    }
+#endif
+    (void)staged;
+    body();
+  }
 
   /// Joins this world's c10d group (rank, size, store and device already set). Gloo binds options.interface when
   /// given, else loopback when `loopback` (every rank on one host), else the address of this host's name.
@@ -305,6 +331,7 @@ void World::Impl::join(const CommOptions& join_options, bool on_one_host) {
             } else {
 #if defined(FEDSPLIT_HAVE_NCCL)
               c10::cuda::set_device(static_cast<c10::DeviceIndex>(device.index()));
+              staging = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
               auto group_options = c10d::ProcessGroupNCCL::Options::create();
               group_options->timeout = timeout();
               transport = std::make_unique<GroupTransport<c10d::ProcessGroupNCCL>>(
@@ -449,11 +476,13 @@ void World::send(const torch::Tensor& tensor, int dst, int tag) {
   auto& w = *impl_;
   w.check_peer(dst, "send to", tag);
   TORCH_CHECK(tensor.defined(), "World::send: undefined tensor");
-  auto wire = w.on_wire(tensor);
-  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
-  w.guarded(cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")"),
-            cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout"),
-            [&] { w.transport->send(wire, dst, tag, w.timeout()); });
+  const int64_t bytes = static_cast<int64_t>(tensor.nbytes());
+  w.maybe_staged(!w.wire_ready(tensor), [&] {
+    auto wire = w.on_wire(tensor);
+    w.guarded(cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")"),
+              cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout"),
+              [&] { w.transport->send(wire, dst, tag, w.timeout()); });
+  });
   w.bytes_sent += bytes;
   w.messages_sent += 1;
 }
@@ -462,12 +491,16 @@ World::Pending World::isend(const torch::Tensor& tensor, int dst, int tag) {
   auto& w = *impl_;
   w.check_peer(dst, "send to", tag);
   TORCH_CHECK(tensor.defined(), "World::isend: undefined tensor");
-  auto wire = w.on_wire(tensor);
-  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
+  const int64_t bytes = static_cast<int64_t>(tensor.nbytes());
+  const bool staged = !w.wire_ready(tensor);
   Pending pending;
-  pending.finish_ = w.begin(cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")"),
-                            cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout"),
-                            [&] { return w.transport->start_send(wire, dst, tag); }, wire);
+  w.maybe_staged(staged, [&] {
+    auto wire = w.on_wire(tensor);
+    pending.finish_ =
+        w.begin(cat("send of ", bytes, " bytes to rank ", dst, " (tag ", tag, ")"),
+                cat("check that rank ", dst, " is alive and receives a matching message, or raise the comm timeout"),
+                staged, [&] { return w.transport->start_send(wire, dst, tag); }, wire);
+  });
   w.bytes_sent += bytes;
   w.messages_sent += 1;
   return pending;
@@ -485,16 +518,18 @@ World::Pending World::irecv(const torch::Tensor& tensor, int src, int tag) {
   w.check_peer(src, "receive from", tag);
   TORCH_CHECK(tensor.defined(), "World::irecv: undefined tensor (allocate it with the shape the peer sends)");
   const bool direct = w.wire_ready(tensor);
-  auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
-  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
+  const int64_t bytes = static_cast<int64_t>(tensor.nbytes());
   Pending pending;
-  pending.finish_ = w.begin(
-      cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")"),
-      cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout"),
-      [&] { return w.transport->start_recv(wire, src, tag); }, wire, [tensor, wire, direct] {
-        torch::NoGradGuard no_grad;
-        if (!direct) tensor.copy_(wire);
-      });
+  w.maybe_staged(!direct, [&] {
+    auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
+    pending.finish_ = w.begin(
+        cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")"),
+        cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout"), !direct,
+        [&] { return w.transport->start_recv(wire, src, tag); }, wire, [tensor, wire, direct] {
+          torch::NoGradGuard no_grad;
+          if (!direct) tensor.copy_(wire);
+        });
+  });
   w.bytes_received += bytes;
   w.messages_received += 1;
   return pending;
@@ -506,12 +541,14 @@ void World::recv(torch::Tensor& tensor, int src, int tag) {
   TORCH_CHECK(tensor.defined(), "World::recv: undefined tensor (allocate it with the shape the peer sends)");
   torch::NoGradGuard no_grad;
   const bool direct = w.wire_ready(tensor);
-  auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
-  const int64_t bytes = static_cast<int64_t>(wire.nbytes());
-  w.guarded(cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")"),
-            cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout"),
-            [&] { w.transport->recv(wire, src, tag, w.timeout()); });
-  if (!direct) tensor.copy_(wire);
+  const int64_t bytes = static_cast<int64_t>(tensor.nbytes());
+  w.maybe_staged(!direct, [&] {
+    auto wire = direct ? tensor : torch::empty(tensor.sizes(), tensor.options().device(w.device));
+    w.guarded(cat("recv of ", bytes, " bytes from rank ", src, " (tag ", tag, ")"),
+              cat("check that rank ", src, " is alive and sends a matching message, or raise the comm timeout"),
+              [&] { w.transport->recv(wire, src, tag, w.timeout()); });
+    if (!direct) tensor.copy_(wire);
+  });
   w.bytes_received += bytes;
   w.messages_received += 1;
 }

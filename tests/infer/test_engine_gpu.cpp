@@ -2,10 +2,14 @@
 // The engine on CUDA (weights dequantized to fp32 on the device, LibTorch ops) against the CPU
 // engine on tiny llama files: the one-stage runner's logits within 1e-4 and its greedy tokens
 // equal; the pipeline of a 3-stage export in one process the same; captured CUDA graphs of the
-// decode step equal the op-by-op steps; with two GPUs, `mpirun -np 2
-// fedsplit serve --device cuda` over NCCL answers as the CPU does. Skips without CUDA.
+// decode step equal the op-by-op steps; with two or three GPUs, `mpirun -np 2|3 fedsplit serve
+// --device cuda` over NCCL answers as the CPU does. Skips without CUDA.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 #include "compress/gguf_export.h"
 #include "compress/stage_plan.h"
@@ -101,29 +105,44 @@ TEST(EngineGpu, CapturedDecodeStepsEqualEagerOnes) {
   }
 }
 
+// Several sequences in flight (the host queues each stage's steps ahead of its GPU, and the last
+// stage answers over a world of its own): every answer equals the CPU's, in order, for 2 stages and,
+// where there are GPUs enough, 3.
 TEST(EngineGpu, NcclRanksServeAsTheCpu) {
   if (torch::cuda::device_count() < 2) GTEST_SKIP() << "needs two CUDA devices";
   if (!fedsplit::testing::have_command("mpirun")) GTEST_SKIP() << "mpirun is not on PATH";
   TempDir dir("engine_gpu_nccl");
-  const std::string manifest = export_model(dir / "staged", 2, GgufQuant::f32, 1000) + "/manifest.json";
-  fedsplit::testing::write_text(dir / "prompts.txt", "{\"prompt\": \"a\"}\n");
+  std::string prompts;
+  for (const char* p : {"a", "the people", "of the union", "b c", "justice", "we the people of"})
+    prompts += std::string("{\"prompt\": \"") + p + "\"}\n";
+  fedsplit::testing::write_text(dir / "prompts.txt", prompts);
   // The fixture tokenizer has 1000 pieces, as many as the model's vocabulary.
   const std::string tokenizer = fedsplit::testing::fixtures() + "/hf-tiny/tokenizers/spm-bpe.model";
-  const std::string serve = std::string("'") + FEDSPLIT_BINARY + "' serve --manifest " + manifest + " --tokenizer " +
-                            tokenizer + " --max-tokens 8 < " + (dir / "prompts.txt");
-  const auto cpu = fedsplit::testing::run_command(serve + " 2>&1");
-  const auto nccl = fedsplit::testing::run_command(
-      "timeout 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x LD_LIBRARY_PATH " + serve +
-      " --device cuda 2>/dev/null");
-  ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
-  ASSERT_EQ(nccl.exit_code, 0) << nccl.output;
-  ASSERT_NE(cpu.output.find("\"new_tokens\":8"), std::string::npos) << cpu.output;
-  // The answer line up to its timing (mpirun's ranks also print a "comm:" line first).
-  auto completion = [](const std::string& out) {
-    const auto begin = out.find("{\"completion\"");
-    return out.substr(begin, out.find("\"seconds\"", begin) - begin);
+  // The answer lines up to their timings (mpirun's ranks also print a "comm:" line first).
+  auto completions = [](const std::string& out) {
+    std::vector<std::string> lines;
+    for (size_t begin = out.find("{\"completion\""); begin != std::string::npos;
+         begin = out.find("{\"completion\"", begin + 1))
+      lines.push_back(out.substr(begin, out.find("\"seconds\"", begin) - begin));
+    return lines;
   };
-  EXPECT_EQ(completion(nccl.output), completion(cpu.output));
+  for (int64_t stages = 2; stages <= std::min<int64_t>(3, torch::cuda::device_count()); ++stages) {
+    SCOPED_TRACE(std::to_string(stages) + " stages");
+    const std::string manifest =
+        export_model(dir / ("staged" + std::to_string(stages)), stages, GgufQuant::f32, 1000) + "/manifest.json";
+    const std::string serve = std::string("'") + FEDSPLIT_BINARY + "' serve --manifest " + manifest +
+                              " --tokenizer " + tokenizer + " --max-tokens 8 --micro-batches 3 < " +
+                              (dir / "prompts.txt");
+    const auto cpu = fedsplit::testing::run_command(serve + " 2>&1");
+    const auto nccl = fedsplit::testing::run_command("timeout 300 mpirun --allow-run-as-root --oversubscribe -np " +
+                                                     std::to_string(stages) + " -x LD_LIBRARY_PATH " + serve +
+                                                     " --device cuda 2>/dev/null");
+    ASSERT_EQ(cpu.exit_code, 0) << cpu.output;
+    ASSERT_EQ(nccl.exit_code, 0) << nccl.output;
+    ASSERT_NE(cpu.output.find("\"new_tokens\":8"), std::string::npos) << cpu.output;
+    ASSERT_EQ(completions(cpu.output).size(), 6u) << cpu.output;
+    EXPECT_EQ(completions(nccl.output), completions(cpu.output));
+  }
 }
 
 }  // namespace
