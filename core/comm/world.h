@@ -54,7 +54,9 @@ class World {
 
   /// Blocking point-to-point and collectives, each waiting at most timeout_s. Tensors may be on any device: the World
   /// copies to/from the backend's device as needed; recv fills `tensor` in place (its shape and dtype must match what
-  /// the peer sent: the caller sends sizes first). Every call counts its payload bytes in traffic().
+  /// the peer sent: the caller sends sizes first). Every call counts its payload bytes in traffic(). Over NCCL,
+  /// point-to-point transfers of host tensors are copied and posted on a stream of the World's own, so they never
+  /// wait for work queued on the caller's stream; those of GPU tensors follow the caller's stream.
   void send(const torch::Tensor& tensor, int dst, int tag = 0);
   /// A send or receive that isend() or irecv() started: wait() returns once it is done (CommError after
   /// timeout_s). It keeps the tensor alive until then; messages between two peers with one tag arrive in
