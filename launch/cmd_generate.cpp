@@ -1,6 +1,6 @@
 // fedsplit generate: text from a GGUF model through the inference engine, for one --prompt
-// (streamed) or a file of prompts, one per line ("-" = standard input, answered line by line: the
-// serving mode), each answered with one JSON line. With --draft, a smaller model of the same
+// (streamed) or a file of requests, one per line ("-" = standard input, answered line by line: the
+// serving mode), each answered with one JSON line as serve does (launch/request_lines.h). With --draft, a smaller model of the same
 // vocabulary proposes --draft-tokens tokens a round for speculative decoding (the same tokens when
 // greedy, the same distribution when sampling; infer/speculative.h). With an export's manifest.json
 // as --model, its stages run as a pipeline, one per rank of `mpirun -np S` (or all in this
@@ -22,6 +22,7 @@
 #include "launch/generation_flags.h"
 #include "launch/model_tokenizer.h"
 #include "launch/pipeline_serving.h"
+#include "launch/request_lines.h"
 
 namespace po = boost::program_options;
 
@@ -69,23 +70,23 @@ void stream_one(const Engine& engine, const Tokenizer& tokenizer, const std::str
               << g.target_forwards << " model passes for " << g.tokens.size() << " tokens\n";
 }
 
-// Every line of `in` answered with one JSON line, flushed at once.
-void answer_lines(const Engine& engine, const Tokenizer& tokenizer, std::istream& in, const GenerateOptions& options) {
+// Every request line of `in` answered with one JSON line, flushed at once (launch/request_lines.h).
+void answer_lines(const Engine& engine, const Tokenizer& tokenizer, std::istream& in, const GenerateOptions& defaults) {
+  int64_t id = 0;
   for (std::string line; std::getline(in, line);) {
     if (line.empty()) continue;
-    nlohmann::json out{{"prompt", line}};
+    nlohmann::json out{{"id", id}};
     try {
-      const SpeculativeGeneration g = engine.run(prompt_ids(tokenizer, line), options);
-      out.update({{"completion", decode(tokenizer, g.tokens)},
-                  {"prompt_tokens", g.prompt_tokens},
-                  {"new_tokens", g.tokens.size()},
-                  {"prompt_tokens_per_s", g.prompt_tokens / std::max(g.prompt_seconds, 1e-9)},
-                  {"decode_tokens_per_s", g.tokens.size() / std::max(g.decode_seconds, 1e-9)}});
+      const auto [prompt, options] = parse_request(line, request_defaults(defaults, id));
+      out["prompt"] = prompt;
+      const SpeculativeGeneration g = engine.run(prompt_ids(tokenizer, prompt), options);
+      out.update(answer_fields(tokenizer, g));
       if (engine.draft) out.update({{"accepted_fraction", g.acceptance_rate()}, {"drafted", g.drafted}, {"accepted", g.accepted}});
     } catch (const DataError& e) {
       out["error"] = e.what();  // one bad request does not end the others
     }
     std::cout << out.dump() << "\n" << std::flush;
+    ++id;
   }
 }
 
@@ -104,7 +105,9 @@ int generate(const Args& args) {
       ("draft-tokens", po::value(&draft_tokens)->default_value(4), "tokens the draft proposes a round (with --draft)")
       ("tokenizer", po::value(&tokenizer_path), "tokenizer file or directory (default: the one beside the model)")
       ("prompt", po::value(&prompt), "the text to continue, streamed to stdout")
-      ("prompts", po::value(&prompts), "a file of prompts, one per line, or - for standard input (serving): one JSON line each")
+      ("prompts", po::value(&prompts),
+       "a file of requests, one per line (a prompt, or JSON as serve takes), or - for standard input (serving): "
+       "one JSON line each")
       ;
   add_generation_flags(flags, options);
   add_pipeline_flags(flags, pipeline_flags);

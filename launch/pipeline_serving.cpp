@@ -14,43 +14,12 @@
 #include "infer/batch_generate.h"
 #include "infer/pipeline_session.h"
 #include "launch/model_tokenizer.h"
+#include "launch/request_lines.h"
 
 namespace fedsplit::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// The prompt and options of one request line; DataError naming the key for a malformed one.
-std::pair<std::string, GenerateOptions> parse_request(const std::string& line, GenerateOptions options) {
-  if (line.empty() || line[0] != '{') return {line, options};
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception&) {
-    throw DataError("the request starts with '{' but is not JSON: send a plain prompt or a JSON object");
-  }
-  if (!j.is_object()) throw DataError("the request is JSON but not an object: send {\"prompt\": ...}");
-  std::string prompt;
-  for (const auto& [key, value] : j.items()) {
-    try {
-      if (key == "prompt") prompt = value.get<std::string>();
-      else if (key == "max_tokens") options.max_tokens = value.get<int64_t>();
-      else if (key == "temperature") options.sampling.temperature = value.get<double>();
-      else if (key == "top_k") options.sampling.top_k = value.get<int64_t>();
-      else if (key == "top_p") options.sampling.top_p = value.get<double>();
-      else if (key == "repetition_penalty") options.sampling.repetition_penalty = value.get<double>();
-      else if (key == "seed") options.sampling.seed = value.get<uint64_t>();
-      else
-        throw DataError("unknown key '" + key +
-                        "' in the request: use prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed");
-    } catch (const nlohmann::json::exception&) {
-      throw DataError("\"" + key + "\" in the request has the wrong type (" + value.dump() + ")");
-    }
-  }
-  if (prompt.empty()) throw DataError("the request has no \"prompt\"");
-  if (options.max_tokens < 1) throw DataError("\"max_tokens\" must be at least 1");
-  return {prompt, options};
-}
 
 // Answers printed in request order as they become ready.
 class InOrderPrinter {
@@ -144,9 +113,7 @@ int64_t answer_requests(Pipeline& pipeline, const Tokenizer& tokenizer, LineRead
       if (line->empty()) continue;
       const int64_t id = requests++;
       try {
-        GenerateOptions options = defaults;
-        options.sampling.seed = defaults.sampling.seed + static_cast<uint64_t>(id);
-        auto [prompt, request_options] = parse_request(*line, options);
+        auto [prompt, request_options] = parse_request(*line, request_defaults(defaults, id));
         prompts[id] = prompt;
         generator.add({id, prompt_ids(tokenizer, prompt), request_options});
       } catch (const DataError& e) {
@@ -162,12 +129,8 @@ int64_t answer_requests(Pipeline& pipeline, const Tokenizer& tokenizer, LineRead
       if (!r.error.empty()) {
         answer["error"] = r.error;
       } else {
-        const Generation& g = r.generation;
-        new_tokens += static_cast<int64_t>(g.tokens.size());
-        answer.update({{"completion", tokenizer.decode(std::vector<int32_t>(g.tokens.begin(), g.tokens.end()))},
-                       {"prompt_tokens", g.prompt_tokens},
-                       {"new_tokens", g.tokens.size()},
-                       {"seconds", g.prompt_seconds + g.decode_seconds}});
+        new_tokens += static_cast<int64_t>(r.generation.tokens.size());
+        answer.update(answer_fields(tokenizer, r.generation));
       }
       prompts.erase(r.id);
       printer.put(r.id, std::move(answer));

@@ -12,4 +12,5 @@ set(LAUNCH_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cmd_generate.cpp
   ${CMAKE_CURRENT_LIST_DIR}/cmd_serve.cpp
   ${CMAKE_CURRENT_LIST_DIR}/line_reader.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/pipeline_serving.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/pipeline_serving.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/request_lines.cpp)

@@ -7,7 +7,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -118,13 +121,16 @@ TEST(EngineGpu, NcclRanksServeAsTheCpu) {
   fedsplit::testing::write_text(dir / "prompts.txt", prompts);
   // The fixture tokenizer has 1000 pieces, as many as the model's vocabulary.
   const std::string tokenizer = fedsplit::testing::fixtures() + "/hf-tiny/tokenizers/spm-bpe.model";
-  // The answer lines up to their timings (mpirun's ranks also print a "comm:" line first).
+  // The answers' ids and completions (mpirun's ranks also print a "comm:" line first).
   auto completions = [](const std::string& out) {
-    std::vector<std::string> lines;
-    for (size_t begin = out.find("{\"completion\""); begin != std::string::npos;
-         begin = out.find("{\"completion\"", begin + 1))
-      lines.push_back(out.substr(begin, out.find("\"seconds\"", begin) - begin));
-    return lines;
+    std::vector<std::string> answers;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("{", 0) == 0) {
+        const auto answer = nlohmann::json::parse(line);
+        answers.push_back(answer.at("id").dump() + " " + answer.at("completion").get<std::string>());
+      }
+    return answers;
   };
   for (int64_t stages = 2; stages <= std::min<int64_t>(3, torch::cuda::device_count()); ++stages) {
     SCOPED_TRACE(std::to_string(stages) + " stages");

@@ -52,23 +52,29 @@ TEST_F(CliGenerate, StreamsOnePromptAndReportsSpeeds) {
 
 TEST_F(CliGenerate, PromptFilesAndStandardInputGetAJsonLineEach) {
   const TempDir& tmp = *tmp_;
-  write_text(tmp / "prompts.txt", "Call me Ishmael.\n\nIt was the best of times\n");
+  // A plain prompt, a blank line and a JSON request as serve takes them (launch/request_lines.h).
+  const std::string json_request = R"({"prompt": "It was the best of times", "max_tokens": 3})";
+  write_text(tmp / "prompts.txt", "Call me Ishmael.\n\n" + json_request + "\n");
   const auto from_file = run_fedsplit("generate" + model() + " --prompts " + (tmp / "prompts.txt") + " --max-tokens 6");
   ASSERT_EQ(from_file.exit_code, 0) << from_file.output;
   const auto lines = json_lines(from_file.output);
   ASSERT_EQ(lines.size(), 2u) << from_file.output;  // the blank line is skipped
   EXPECT_EQ(lines[0]["prompt"], "Call me Ishmael.");
-  for (const auto& line : lines) {
+  EXPECT_EQ(lines[1]["prompt"], "It was the best of times");
+  for (int64_t i = 0; i < 2; ++i) {
+    const auto& line = lines[static_cast<size_t>(i)];
+    EXPECT_EQ(line["id"], i) << line.dump();
     EXPECT_GE(line["new_tokens"].get<int64_t>(), 1) << line.dump();
-    EXPECT_LE(line["new_tokens"].get<int64_t>(), 6) << line.dump();
+    EXPECT_LE(line["new_tokens"].get<int64_t>(), i == 0 ? 6 : 3) << line.dump();
     EXPECT_GT(line["prompt_tokens_per_s"].get<double>(), 0) << line.dump();
+    EXPECT_GT(line["seconds"].get<double>(), 0) << line.dump();
   }
-  const auto from_stdin = run_command("printf 'Call me Ishmael.\\nIt was the best of times\\n' | '" +
+  const auto from_stdin = run_command("printf '%s\\n%s\\n' 'Call me Ishmael.' '" + json_request + "' | '" +
                                       std::string(FEDSPLIT_BINARY) + "' generate" + model() +
                                       " --prompts - --max-tokens 6 2>&1");
   ASSERT_EQ(from_stdin.exit_code, 0) << from_stdin.output;
   auto without_speed = [](std::vector<nlohmann::json> answers) {
-    for (auto& a : answers) a.erase("decode_tokens_per_s"), a.erase("prompt_tokens_per_s");
+    for (auto& a : answers) a.erase("decode_tokens_per_s"), a.erase("prompt_tokens_per_s"), a.erase("seconds");
     return answers;
   };
   EXPECT_EQ(without_speed(json_lines(from_stdin.output)), without_speed(lines))

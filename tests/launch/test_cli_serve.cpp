@@ -21,7 +21,7 @@ namespace {
 
 // The answers without their timings, which differ from run to run.
 std::vector<nlohmann::json> untimed(std::vector<nlohmann::json> answers) {
-  for (auto& a : answers) a.erase("seconds"), a.erase("decode_tokens_per_s");
+  for (auto& a : answers) a.erase("seconds"), a.erase("decode_tokens_per_s"), a.erase("prompt_tokens_per_s");
   return answers;
 }
 
