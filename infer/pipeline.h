@@ -1,16 +1,21 @@
 // The pipeline of an export's stages: rank 0 holds stage 0 (the embedding and the first blocks)
-// and drives; rank s holds stage s; the last rank's head answers rank 0. Activations travel stage
-// to stage over c10d point-to-point (World::isend / recv), each as one fp32 packet:
+// and drives; rank s holds stage s; the last rank's head answers rank 0, over a second world of
+// the same ranks (its own NCCL communicators). Activations travel stage to stage over c10d
+// point-to-point (World::isend / recv), each as one fp32 packet:
 //
-//   header   kind (run | heartbeat | stop), slot, position, tokens T, rows wanted (floats, exact
-//            below 2^24), then the payload's row when it has one (a decode step: one message a hop)
+//   header   kind (run | heartbeat | stop | hello), slot, position, tokens T, rows wanted (floats,
+//            exact below 2^24), then the payload's row when it has one (a decode step: one message
+//            a hop)
 //   payload  [T, hidden] between stages; [rows, vocab] logits from the last to rank 0; with more
 //            than one row it follows the packet as a message of its own
 //
 // Every stage keeps one KV cache per slot, so up to `slots` sequences are in flight at once and the
 // stages work on different ones at the same time. Every message keeps its order on its link, so
-// results come back in the order they were submitted. Heartbeats keep idle stages from timing out
-// while rank 0 waits for input; every receive is bounded by the World's timeout.
+// results come back in the order they were submitted. A hello goes once around the ring before
+// the first request (so that NCCL's communicators are made at start-up); heartbeats keep idle
+// stages from timing out while rank 0 waits for input; every receive is bounded by the World's
+// timeout. On CUDA no rank's host waits for its GPU (infer/device_sync.h): it queues each step
+// while the GPU runs the one before.
 #pragma once
 #include <torch/types.h>
 
