@@ -1,5 +1,6 @@
 // Helpers for tests that run the fedsplit executable as a user would.
 #pragma once
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -50,6 +51,32 @@ inline std::vector<nlohmann::json> json_lines(const std::string& text) {
     if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line));
   return out;
 }
+
+/// Writes `recipe` as <tmp>/<name>.ini, runs it (expecting success) and returns <tmp>/<name>, the run
+/// directory such recipes name.
+inline std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
+  write_text(tmp / (name + ".ini"), recipe);
+  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return tmp / name;
+}
+
+/// A test suite whose tests share one scratch folder, *tmp_, made once before the first of them
+/// (Derived::prepare() trains or exports what they read; Derived::kDirName names the folder) and
+/// removed after the last.
+template <class Derived>
+class SharedDirSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new TempDir(Derived::kDirName);
+    Derived::prepare();
+  }
+  static void TearDownTestSuite() {
+    delete tmp_;
+    tmp_ = nullptr;
+  }
+  static inline TempDir* tmp_ = nullptr;
+};
 
 /// A recipe training a tiny llama (2 blocks of 32, 30 steps) on the fixture text into tmp/base,
 /// the model the engine's CLI tests export.

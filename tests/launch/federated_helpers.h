@@ -78,15 +78,6 @@ inline std::map<std::string, torch::Tensor> global_of(const std::string& run_dir
   return out;
 }
 
-/// Writes `recipe` as <tmp>/<name>.ini, runs it (expecting success) and returns <tmp>/<name>, the run
-/// directory such recipes name.
-inline std::string run_ok(const TempDir& tmp, const std::string& name, const std::string& recipe) {
-  write_text(tmp / (name + ".ini"), recipe);
-  const auto r = run_fedsplit("run " + (tmp / (name + ".ini")));
-  EXPECT_EQ(r.exit_code, 0) << r.output;
-  return tmp / name;
-}
-
 /// The largest element-wise difference between two sets of global tensors (which must have the same names).
 inline double max_difference(const std::map<std::string, torch::Tensor>& a, const std::map<std::string, torch::Tensor>& b) {
   EXPECT_EQ(a.size(), b.size());

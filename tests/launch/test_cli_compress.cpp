@@ -37,27 +37,22 @@ std::string compress_recipe(const TempDir& tmp, const std::string& mode, const s
 
 nlohmann::json summary(const std::string& dir) { return nlohmann::json::parse(read_text(dir + "/summary.json")); }
 
-class CliCompress : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_compress");
-    write_text(*tmp_ / "base.ini",
-               run_section("train", *tmp_ / "base") + data_section(*tmp_) +
-                   "[model]\nhidden_size = 64\nlayers = 2\nheads = 4\nkv_heads = 2\nintermediate_size = 128\n"
-                   "max_position = 64\n\n[train]\nsteps = 150\nlr = 3e-3\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
-    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+class CliCompress : public SharedDirSuite<CliCompress> {
+ public:
+  static constexpr const char* kDirName = "cli_compress";
+  static void prepare() {
+    run_ok(*tmp_, "base",
+           run_section("train", *tmp_ / "base") + data_section(*tmp_) +
+               "[model]\nhidden_size = 64\nlayers = 2\nheads = 4\nkv_heads = 2\nintermediate_size = 128\n"
+               "max_position = 64\n\n[train]\nsteps = 150\nlr = 3e-3\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
   }
-  static void TearDownTestSuite() { delete tmp_; }
   // Runs the compression recipe; its output on failure.
   static fedsplit::testing::CommandResult run_job(const std::string& name, const std::string& mode,
                                                  const std::string& section, const std::string& lr = "1e-4") {
     write_text(*tmp_ / (name + ".ini"), compress_recipe(*tmp_, mode, *tmp_ / name, section, lr));
     return run_fedsplit("run " + (*tmp_ / (name + ".ini")));
   }
-  static TempDir* tmp_;
 };
-TempDir* CliCompress::tmp_ = nullptr;
 
 }  // namespace
 

@@ -58,18 +58,13 @@ int count_lines_with(const std::string& text, const std::string& needle) {
   return n;
 }
 
-class CliDistill : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_distill");
-    write_text(*tmp_ / "teacher.ini", teacher_recipe(*tmp_));
-    const auto r = run_fedsplit("run " + (*tmp_ / "teacher.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+class CliDistill : public SharedDirSuite<CliDistill> {
+ public:
+  static constexpr const char* kDirName = "cli_distill";
+  static void prepare() {
+    run_ok(*tmp_, "teacher", teacher_recipe(*tmp_));
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliDistill::tmp_ = nullptr;
 
 }  // namespace
 

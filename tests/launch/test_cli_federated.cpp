@@ -34,22 +34,17 @@ std::string fedlora_recipe(const TempDir& tmp, const std::string& dir, const std
                            federated_extra);
 }
 
-class CliFederated : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_federated");
+class CliFederated : public SharedDirSuite<CliFederated> {
+ public:
+  static constexpr const char* kDirName = "cli_federated";
+  static void prepare() {
     write_corpus(*tmp_ / "speakers.jsonl");
     // A small base model for the FedLoRA runs.
-    write_text(*tmp_ / "base.ini", "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" +
-                                       data_section(*tmp_) + model_section() +
-                                       "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
-    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    run_ok(*tmp_, "base",
+           "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" + data_section(*tmp_) +
+               model_section() + "[train]\nsteps = 30\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliFederated::tmp_ = nullptr;
 
 }  // namespace
 

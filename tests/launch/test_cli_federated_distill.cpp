@@ -40,19 +40,16 @@ double teacher_kl(const std::string& teacher_dir, const std::string& student_dir
   return (log_t.exp() * (log_t - log_s)).sum(-1).mean().item<double>();
 }
 
-class CliFederatedDistill : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_federated_distill");
+class CliFederatedDistill : public SharedDirSuite<CliFederatedDistill> {
+ public:
+  static constexpr const char* kDirName = "cli_federated_distill";
+  static void prepare() {
     write_corpus(*tmp_ / "speakers.jsonl");
     run_ok(*tmp_, "weak", train_recipe(*tmp_, *tmp_ / "weak", 5));
     run_ok(*tmp_, "strong", train_recipe(*tmp_, *tmp_ / "strong", 80));
     run_ok(*tmp_, "plain", federated_recipe(*tmp_, *tmp_ / "plain", ""));
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliFederatedDistill::tmp_ = nullptr;
 
 }  // namespace
 

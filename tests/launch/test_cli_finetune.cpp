@@ -61,18 +61,13 @@ double held_out_loss_with_adapter(const TempDir& tmp, const std::string& adapter
   return std::stod(r.output.substr(at + 5));
 }
 
-class CliFinetune : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_finetune");
-    write_text(*tmp_ / "base.ini", base_recipe(*tmp_));
-    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+class CliFinetune : public SharedDirSuite<CliFinetune> {
+ public:
+  static constexpr const char* kDirName = "cli_finetune";
+  static void prepare() {
+    run_ok(*tmp_, "base", base_recipe(*tmp_));
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliFinetune::tmp_ = nullptr;
 
 }  // namespace
 

@@ -18,14 +18,12 @@ using namespace fedsplit::testing;
 
 namespace {
 
-class CliGenerate : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_generate");
-    write_text(*tmp_ / "base.ini", tiny_base_recipe(*tmp_));
-    auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --out " + (*tmp_ / "gguf"));
+class CliGenerate : public SharedDirSuite<CliGenerate> {
+ public:
+  static constexpr const char* kDirName = "cli_generate";
+  static void prepare() {
+    run_ok(*tmp_, "base", tiny_base_recipe(*tmp_));
+    auto r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --out " + (*tmp_ / "gguf"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --stages 2 --out " + (*tmp_ / "stages"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -34,11 +32,8 @@ class CliGenerate : public ::testing::Test {
     r = run_fedsplit("export gguf --model " + fixtures() + "/hf-tiny/llama --quant f32 --out " + (*tmp_ / "other-vocab"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
-  static void TearDownTestSuite() { delete tmp_; }
   static std::string model() { return " --model " + (*tmp_ / "gguf/model.gguf") + " --tokenizer " + (*tmp_ / "base/model"); }
-  static TempDir* tmp_;
 };
-TempDir* CliGenerate::tmp_ = nullptr;
 
 }  // namespace
 

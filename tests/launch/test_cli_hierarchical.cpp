@@ -17,16 +17,13 @@ using namespace fedsplit::testing;
 
 namespace {
 
-class CliHierarchical : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_hierarchical");
+class CliHierarchical : public SharedDirSuite<CliHierarchical> {
+ public:
+  static constexpr const char* kDirName = "cli_hierarchical";
+  static void prepare() {
     write_corpus(*tmp_ / "speakers.jsonl");
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliHierarchical::tmp_ = nullptr;
 
 }  // namespace
 

@@ -107,22 +107,15 @@ std::vector<double> logged(const std::string& run_dir, const std::string& event,
   return out;
 }
 
-class CliIcae : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_icae");
+class CliIcae : public SharedDirSuite<CliIcae> {
+ public:
+  static constexpr const char* kDirName = "cli_icae";
+  static void prepare() {
     write_copy_corpus(*tmp_ / "copy.txt");
-    write_text(*tmp_ / "base.ini", base_recipe(*tmp_));
-    auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
-    write_text(*tmp_ / "pre.ini", pretrain_recipe(*tmp_, *tmp_ / "pre", 300));
-    r = run_fedsplit("run " + (*tmp_ / "pre.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    run_ok(*tmp_, "base", base_recipe(*tmp_));
+    run_ok(*tmp_, "pre", pretrain_recipe(*tmp_, *tmp_ / "pre", 300));
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliIcae::tmp_ = nullptr;
 
 }  // namespace
 

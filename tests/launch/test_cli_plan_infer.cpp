@@ -22,23 +22,20 @@ const std::string kDevices =
     "[device fast]\nspeed = 100\n"
     "[link]\nmbps = 0\nlatency_ms = 0\n";
 
-class CliPlanInfer : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_plan_infer");
+class CliPlanInfer : public SharedDirSuite<CliPlanInfer> {
+ public:
+  static constexpr const char* kDirName = "cli_plan_infer";
+  static void prepare() {
     const auto r = run_fedsplit("export gguf --model " + llama() + " --quant q8_0 --out " + (*tmp_ / "gguf"));
     ASSERT_EQ(r.exit_code, 0) << r.output;
     write_text(*tmp_ / "devices.ini", kDevices);
   }
-  static void TearDownTestSuite() { delete tmp_; }
   static std::string llama() { return fixtures() + "/hf-tiny/llama"; }
   static std::string plan_args(const std::string& extra) {
     return "plan infer --model " + (*tmp_ / "gguf/model.gguf") + " --devices " + (*tmp_ / "devices.ini") +
            " --repetitions 3 " + extra;
   }
-  static TempDir* tmp_;
 };
-TempDir* CliPlanInfer::tmp_ = nullptr;
 
 TEST_F(CliPlanInfer, PlansAndExportTakesThePlan) {
   for (const std::string objective : {"latency", "throughput"}) {

@@ -37,18 +37,13 @@ std::string qat_recipe(const TempDir& tmp, const std::string& run_dir) {
          "checkpoint_every = 0\n";
 }
 
-class CliQat : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_qat");
-    write_text(*tmp_ / "base.ini", base_recipe(*tmp_));
-    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+class CliQat : public SharedDirSuite<CliQat> {
+ public:
+  static constexpr const char* kDirName = "cli_qat";
+  static void prepare() {
+    run_ok(*tmp_, "base", base_recipe(*tmp_));
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliQat::tmp_ = nullptr;
 
 }  // namespace
 

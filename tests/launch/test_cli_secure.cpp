@@ -25,22 +25,17 @@ std::string ten_clients(const TempDir& tmp, const std::string& dir, const std::s
   return fedavg_recipe(tmp, dir, federated.substr(federated.find('\n') + 1)) + "\n" + sections;
 }
 
-class CliSecure : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_secure");
+class CliSecure : public SharedDirSuite<CliSecure> {
+ public:
+  static constexpr const char* kDirName = "cli_secure";
+  static void prepare() {
     write_corpus(*tmp_ / "speakers.jsonl");
     // A small base model for the FedLoRA case.
-    write_text(*tmp_ / "base.ini", "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" +
-                                       data_section(*tmp_) + model_section() +
-                                       "[train]\nsteps = 20\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
-    const auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+    run_ok(*tmp_, "base",
+           "[run]\ndir = " + (*tmp_ / "base") + "\nseed = 7\nthreads = 1\ndevice = cpu\n\n" + data_section(*tmp_) +
+               model_section() + "[train]\nsteps = 20\nlr = 1e-2\nwarmup_steps = 2\neval_every = 0\neval_batches = 2\n");
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliSecure::tmp_ = nullptr;
 
 }  // namespace
 

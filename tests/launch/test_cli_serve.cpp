@@ -30,15 +30,13 @@ std::string mpirun(int ranks) {
          std::string(FEDSPLIT_BINARY) + "' ";
 }
 
-class CliServe : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_serve");
-    write_text(*tmp_ / "base.ini", tiny_base_recipe(*tmp_));
-    auto r = run_fedsplit("run " + (*tmp_ / "base.ini"));
-    ASSERT_EQ(r.exit_code, 0) << r.output;
+class CliServe : public SharedDirSuite<CliServe> {
+ public:
+  static constexpr const char* kDirName = "cli_serve";
+  static void prepare() {
+    run_ok(*tmp_, "base", tiny_base_recipe(*tmp_));
     for (const std::string stages : {"1", "2"}) {
-      r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --stages " + stages + " --out " +
+      const auto r = run_fedsplit("export gguf --model " + (*tmp_ / "base/model") + " --quant q8_0 --stages " + stages + " --out " +
                        (*tmp_ / ("s" + stages)));
       ASSERT_EQ(r.exit_code, 0) << r.output;
     }
@@ -46,7 +44,6 @@ class CliServe : public ::testing::Test {
                "Call me Ishmael.\n{\"prompt\": \"It was the best of times\", \"max_tokens\": 3}\n{\"prompt\": 7}\n"
                "{\"prompt\": \"Some years ago\", \"temperature\": 0.8, \"seed\": 4}\nThe whale\n");
   }
-  static void TearDownTestSuite() { delete tmp_; }
   static std::string manifest(const std::string& stages) { return *tmp_ / ("s" + stages + "/manifest.json"); }
   // stderr goes to its own file, printed after stdout: under mpirun the ranks' stderr lines could
   // land inside a JSON line. The command's exit code is kept.
@@ -55,9 +52,7 @@ class CliServe : public ::testing::Test {
     return " 2>" + err + "; rc=$?; cat " + err + "; exit $rc";
   }
   static std::string requests() { return " --max-tokens 8 < " + (*tmp_ / "requests.txt") + stderr_after(); }
-  static TempDir* tmp_;
 };
-TempDir* CliServe::tmp_ = nullptr;
 
 }  // namespace
 

@@ -28,16 +28,13 @@ fedsplit::TensorMap model_of(const std::string& run_dir) { return fedsplit::load
 
 nlohmann::json summary_of(const std::string& run_dir) { return nlohmann::json::parse(read_text(run_dir + "/summary.json")); }
 
-class CliSplit : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tmp_ = new TempDir("cli_split");
+class CliSplit : public SharedDirSuite<CliSplit> {
+ public:
+  static constexpr const char* kDirName = "cli_split";
+  static void prepare() {
     write_corpus(*tmp_ / "speakers.jsonl");
   }
-  static void TearDownTestSuite() { delete tmp_; }
-  static TempDir* tmp_;
 };
-TempDir* CliSplit::tmp_ = nullptr;
 
 }  // namespace
 
