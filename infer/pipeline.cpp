@@ -236,14 +236,15 @@ class DistributedPipeline final : public Pipeline {
     World::Pending packet_done, payload_done;
   };
   PostedResult post_result(int64_t rows) {
+    const int last = world_->size() - 1;
     const int64_t vocab = config().vocab_size;
     PostedResult p;
     p.rows = rows;
     p.packet = torch::empty({kHeaderFloats + vocab}, torch::kFloat);
-    p.packet_done = results_->irecv(p.packet, world_->size() - 1, kResultTag);
+    p.packet_done = results_->irecv(p.packet, last, kResultTag);
     if (rows > 1) {
       p.payload = torch::empty({rows, vocab}, torch::kFloat);
-      p.payload_done = results_->irecv(p.payload, world_->size() - 1, kResultTag);
+      p.payload_done = results_->irecv(p.payload, last, kResultTag);
     }
     return p;
   }

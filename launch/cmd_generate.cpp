@@ -29,10 +29,6 @@ namespace po = boost::program_options;
 namespace fedsplit::cli {
 namespace {
 
-std::string decode(const Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
-  return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
-}
-
 // The model, and the draft that speeds it up when --draft is given.
 struct Engine {
   CausalLm& model;
@@ -54,7 +50,7 @@ void stream_one(const Engine& engine, const Tokenizer& tokenizer, const std::str
   std::string printed;
   const SpeculativeGeneration g = engine.run(prompt_ids(tokenizer, prompt), options, [&](int64_t token) {
     produced.push_back(token);
-    const std::string text = decode(tokenizer, produced);
+    const std::string text = text_of(tokenizer, produced);
     if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
       std::cout << text.substr(printed.size()) << std::flush;
       printed = text;

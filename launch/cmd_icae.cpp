@@ -106,7 +106,7 @@ int decode(const Args& args) {
   }
   if (max_tokens <= 0) max_tokens = task == "ae" ? tokens : 64;
   const auto out = icae_greedy(model, prefix, max_tokens, task == "ae" ? -1 : tokenizer->eos_id());
-  std::cout << tokenizer->decode(std::vector<int32_t>(out.begin(), out.end())) << "\n";
+  std::cout << text_of(*tokenizer, out) << "\n";
   return 0;
 }
 

@@ -25,4 +25,9 @@ inline std::vector<int64_t> prompt_ids(const Tokenizer& tokenizer, const std::st
   return out;
 }
 
+/// The text of generated ids (the engine's int64 ids as the tokenizer's int32 ones).
+inline std::string text_of(const Tokenizer& tokenizer, const std::vector<int64_t>& ids) {
+  return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
+}
+
 }  // namespace fedsplit::cli

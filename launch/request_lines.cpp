@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "core/util/error.h"
+#include "launch/model_tokenizer.h"
 
 namespace fedsplit::cli {
 
@@ -47,7 +48,7 @@ GenerateOptions request_defaults(const GenerateOptions& defaults, int64_t id) {
 
 nlohmann::json answer_fields(const Tokenizer& tokenizer, const Generation& g) {
   const auto new_tokens = static_cast<int64_t>(g.tokens.size());
-  return {{"completion", tokenizer.decode(std::vector<int32_t>(g.tokens.begin(), g.tokens.end()))},
+  return {{"completion", text_of(tokenizer, g.tokens)},
           {"prompt_tokens", g.prompt_tokens},
           {"new_tokens", new_tokens},
           {"seconds", g.prompt_seconds + g.decode_seconds},

@@ -7,10 +7,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -124,12 +121,8 @@ TEST(EngineGpu, NcclRanksServeAsTheCpu) {
   // The answers' ids and completions (mpirun's ranks also print a "comm:" line first).
   auto completions = [](const std::string& out) {
     std::vector<std::string> answers;
-    std::istringstream lines(out);
-    for (std::string line; std::getline(lines, line);)
-      if (line.rfind("{", 0) == 0) {
-        const auto answer = nlohmann::json::parse(line);
-        answers.push_back(answer.at("id").dump() + " " + answer.at("completion").get<std::string>());
-      }
+    for (const auto& answer : fedsplit::testing::json_lines(out))
+      answers.push_back(answer.at("id").dump() + " " + answer.at("completion").get<std::string>());
     return answers;
   };
   for (int64_t stages = 2; stages <= std::min<int64_t>(3, torch::cuda::device_count()); ++stages) {
