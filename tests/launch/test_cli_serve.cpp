@@ -92,7 +92,7 @@ TEST_F(CliServe, HeartbeatsKeepIdleRanksAlive) {
   if (!have_command("mpirun")) GTEST_SKIP() << "mpirun is not on PATH";
   // Standard input stays silent for 4 s, twice the timeout.
   const auto r = run_command("(sleep 4; echo 'Call me Ishmael.') | " + mpirun(2) + "serve --manifest " + manifest("2") +
-                             " --timeout 2 --max-tokens 4 2>&1");
+                             " --timeout 2 --max-tokens 4" + stderr_after());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(json_lines(r.output).size(), 1u) << r.output;
 }
